@@ -1,0 +1,106 @@
+"""Validated configuration of one training run (one study trial).
+
+Every knob a study sweeps lives here, so bad values fail with the field's name before any
+data is read or any model is loaded. Languages and dataset names are checked against the
+registries by :func:`hybridir.config.check_against_sources` (it needs the data files).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    source: str = Field("ntrex", description="training source in the dataset registry (ntrex, xquad, ...)")
+    languages: list[str] | None = Field(None, description="explicit training languages (any code scheme)")
+    num_languages: int | None = Field(
+        None, ge=1, description="use the first N languages of the source's documented order"
+    )
+    max_pairs_per_language: int | None = Field(
+        None, ge=0, description="in-language data size: cap on training pairs in every language"
+    )
+    pairs_per_language: dict[str, int] = Field(
+        default_factory=dict, description="per-language caps that override max_pairs_per_language"
+    )
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="documents held out for validation")
+    split_seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_language_spec(self) -> "DataConfig":
+        if self.languages is not None and self.num_languages is not None:
+            raise ValueError("give either data.languages or data.num_languages, not both")
+        if self.languages is not None and len(self.languages) < 1:
+            raise ValueError("data.languages is empty")
+        for lang, cap in self.pairs_per_language.items():
+            if cap < 0:
+                raise ValueError(f"data.pairs_per_language[{lang!r}] = {cap} is negative")
+        return self
+
+
+class BatchConfig(_Strict):
+    mode: Literal["xx", "xy", "hybrid"] = "hybrid"
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="probability that a batch is X-X (hybrid mode)")
+    batch_size: int = Field(16, ge=2, description="global batch size (pairs), split over DDP ranks")
+
+    @property
+    def effective_alpha(self) -> float:
+        return {"xx": 1.0, "xy": 0.0}.get(self.mode, self.alpha)
+
+
+class ModelConfig(_Strict):
+    name: str = Field("me5-small-offline", description="preset name, hub model id, or local directory")
+    num_layers: int | None = Field(None, ge=1, description="keep only the first N transformer layers")
+    pooling: Literal["mean", "cls"] | None = None
+    query_prefix: str | None = None
+    passage_prefix: str | None = None
+    temperature: float = Field(0.05, gt=0.0, le=1.0)
+    max_query_length: int = Field(64, ge=8)
+    max_passage_length: int = Field(192, ge=8)
+    freeze_embeddings: bool = Field(True, description="freeze the word-embedding matrix (CPU speed)")
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(2e-5, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    max_grad_norm: float | None = Field(1.0, gt=0.0)
+
+
+class TrainConfig(_Strict):
+    data: DataConfig = Field(default_factory=DataConfig)
+    batching: BatchConfig = Field(default_factory=BatchConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    max_steps: int = Field(100, ge=1)
+    seed: int = 0
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(0, ge=0, description="0: only at the end")
+    eval_every: int = Field(0, ge=0, description="call TrainCallback.on_evaluate every N steps (0: never)")
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads per process")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> "TrainConfig":
+        if self.optim.warmup_steps > self.max_steps:
+            raise ValueError(
+                f"optim.warmup_steps={self.optim.warmup_steps} exceeds max_steps={self.max_steps}"
+            )
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"cannot read training config {path}: {exc}") from exc
+        return cls.model_validate(raw)

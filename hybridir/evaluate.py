@@ -1,0 +1,194 @@
+"""Zero-shot evaluation of a bi-encoder: ``python -m hybridir.evaluate``.
+
+LAReQA sets (xquad-r, mlqa-r, afriqa) are scored in the monolingual, cross-lingual and
+multilingual settings (mAP over the full ranking, R@k, nDCG@10, F1@k, language-bias rank
+distance); bitext sets (tatoeba, flores) by accuracy@1 in both directions. Every text is
+encoded once. Results go to ``--output`` (default ``results/eval/<model-slug>/<dataset>/``):
+
+* ``summary.json``: the flat summary (settings, counts, wall times: load, encode, score);
+* LAReQA: ``matrix_<metric>.csv`` (query language x candidate language), ``per_language.csv``
+  (per language: mono, cross out of / into it, multi, rank distance), ``multilingual.csv``,
+  ``per_query.parquet``;
+* bitext: ``pairs.csv``;
+* with ``--save-embeddings``: ``embeddings/`` (see :meth:`EncodedCorpus.save`).
+
+Example::
+
+    python -m hybridir.evaluate --model me5-small-offline --dataset xquad-r --languages ar,de,en
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from hybridir.config import ModelConfig
+from hybridir.data.registry import check_languages, eval_set_languages, list_eval_sets, load_eval_set
+from hybridir.evaluation import encode_corpus, evaluate_bitext, evaluate_lareqa, subset_corpus
+from hybridir.evaluation.lareqa import LareqaResult
+
+BITEXT_SETS = frozenset({"tatoeba", "flores"})
+log = logging.getLogger("hybridir.evaluate")
+
+
+def model_slug(name: str, num_layers: int | None = None) -> str:
+    """A directory-safe name for a preset, hub id or local directory."""
+    base = Path(name).name if Path(name).exists() else name
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "model"
+    return f"{slug}-l{num_layers}" if num_layers is not None else slug
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m hybridir.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="me5-small-offline", help="preset, hub model id, or local directory")
+    parser.add_argument("--dataset", required=True, help=f"one of {list_eval_sets()}")
+    parser.add_argument("--languages", help="comma-separated language codes (default: all of the dataset)")
+    parser.add_argument("--max-queries", type=int, help="fixed-seed subset of item ids (full candidate pools kept)")
+    parser.add_argument("--num-layers", type=int, help="keep only the first N transformer layers")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-query-length", type=int, default=ModelConfig.model_fields["max_query_length"].default)
+    parser.add_argument("--max-passage-length", type=int, default=ModelConfig.model_fields["max_passage_length"].default)
+    parser.add_argument("--output", type=Path, help="output directory (default results/eval/<model-slug>/<dataset>)")
+    parser.add_argument("--save-embeddings", action="store_true", help="also write the embeddings with their ids")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --max-queries subset")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    # Everything that can be checked without data or model is checked here, before loading.
+    if args.dataset not in list_eval_sets():
+        parser.error(f"unknown --dataset {args.dataset!r}; choose from {list_eval_sets()}")
+    if args.languages is not None:
+        codes = [c.strip() for c in args.languages.split(",") if c.strip()]
+        if not codes:
+            parser.error("--languages is empty")
+        try:
+            args.languages = check_languages(args.dataset, codes, eval_set_languages(args.dataset))
+        except ValueError as exc:
+            parser.error(f"--languages: {exc}")
+    for name in ("max_queries", "num_layers", "batch_size", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    for name in ("max_query_length", "max_passage_length"):
+        if getattr(args, name) < 8:
+            parser.error(f"--{name.replace('_', '-')} must be >= 8, got {getattr(args, name)}")
+    if args.output is None:
+        args.output = Path("results") / "eval" / model_slug(args.model, args.num_layers) / args.dataset
+    return args
+
+
+def _per_language(result: LareqaResult) -> pd.DataFrame:
+    """One row per language: mono mAP, mean cross mAP out of / into it, multi mAP, rank distance."""
+    frame = pd.DataFrame(index=pd.Index([], name="language"))
+    if "map" in result.matrices:
+        ap = result.matrices["map"]
+        off_diagonal = ap.where(~pd.DataFrame(ap.index.values[:, None] == ap.columns.values[None, :], ap.index, ap.columns))
+        frame = pd.DataFrame(
+            {
+                "mono_map": pd.Series({l: ap.loc[l, l] for l in ap.index if l in ap.columns}, dtype=float),
+                "cross_map_out": off_diagonal.mean(axis=1),
+                "cross_map_in": off_diagonal.mean(axis=0),
+            }
+        )
+    if len(result.multilingual):
+        frame = frame.join(result.multilingual[["map", "rank_distance"]].add_prefix("multi_"), how="outer")
+    frame.index.name = "language"
+    return frame
+
+
+def write_lareqa(result: LareqaResult, output: Path) -> None:
+    for metric, matrix in result.matrices.items():
+        matrix.to_csv(output / f"matrix_{metric.replace('@', '_at_')}.csv", float_format="%.6g")
+    _per_language(result).to_csv(output / "per_language.csv", float_format="%.6g")
+    if len(result.multilingual):
+        result.multilingual.to_csv(output / "multilingual.csv", float_format="%.6g")
+    result.per_query.to_parquet(output / "per_query.parquet", index=False)
+
+
+def format_summary(summary: dict) -> str:
+    """A plain-text table of the headline numbers of a summary."""
+    lines = [f"{summary.get('model', '')} on {summary.get('dataset', '')}"]
+    settings = [s for s in ("mono", "cross", "multi") if f"{s}_map" in summary]
+    if settings:
+        metrics = [m for m in ("map", "r@1", "r@10", "ndcg@10", "f1@1", "f1@10") if f"{settings[0]}_{m}" in summary]
+        lines.append(f"{'setting':<8}" + "".join(f"{m:>10}" for m in metrics) + f"{'cells':>8}{'queries':>9}")
+        for s in settings:
+            row = "".join(f"{summary[f'{s}_{m}']:>10.4f}" for m in metrics)
+            lines.append(f"{s:<8}{row}{summary[f'n_{s}_cells']:>8}{summary[f'n_{s}_queries']:>9}")
+    if "rank_distance" in summary:
+        lines.append(f"rank distance (multi): {summary['rank_distance']:.2f} "
+                     f"({summary['n_rank_distance_excluded']} single-relevant queries excluded)")  # fmt: skip
+    for key in sorted(k for k in summary if k.startswith("accuracy")):
+        lines.append(f"{key}: {summary[key]:.4f}")
+    times = [f"{k[:-2]} {summary[k]:.1f} s" for k in ("load_s", "encode_s", "score_s") if k in summary]
+    lines.append("wall time: " + ", ".join(times))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Evaluate as parsed by :func:`parse_args`; returns the summary written to summary.json."""
+    from hybridir.model import BiEncoder  # heavy import (transformers) only once arguments are valid
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+    corpus = load_eval_set(args.dataset, languages=args.languages)
+    if args.max_queries is not None:
+        corpus = subset_corpus(corpus, max_queries=args.max_queries, seed=args.seed)
+    model = BiEncoder.from_config(ModelConfig(name=args.model, num_layers=args.num_layers))
+    load_s = time.perf_counter() - start
+    log.info("loaded %s and %s in %.1f s", args.dataset, model.display_name, load_s)
+
+    bitext = args.dataset in BITEXT_SETS
+    encoded = encode_corpus(
+        model,
+        corpus,
+        batch_size=args.batch_size,
+        max_query_length=args.max_query_length,
+        max_passage_length=args.max_passage_length,
+        candidate_kind="query" if bitext else "passage",
+    )
+    args.output.mkdir(parents=True, exist_ok=True)
+    if bitext:
+        result = evaluate_bitext(encoded)
+        result.pairs.to_csv(args.output / "pairs.csv", index=False, float_format="%.6g")
+        summary = dict(result.summary)
+    else:
+        result = evaluate_lareqa(encoded)
+        write_lareqa(result, args.output)
+        summary = dict(result.summary)
+    if args.save_embeddings:
+        encoded.save(args.output / "embeddings")
+    summary.update(
+        load_s=load_s,
+        model_arg=args.model,
+        num_layers=args.num_layers,
+        languages=sorted(corpus.languages),
+        max_queries=args.max_queries,
+        seed=args.seed,
+        n_query_texts=encoded.info["n_query_texts"],
+        n_candidate_texts=encoded.info["n_candidate_texts"],
+        torch_threads=torch.get_num_threads(),
+    )
+    (args.output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    summary = run(args)
+    print(format_summary(summary))
+    print(f"results in {args.output}")
+
+
+if __name__ == "__main__":
+    main()

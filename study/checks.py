@@ -1,0 +1,131 @@
+"""Checks that need more than the schema: data sources, output directory, resources.
+
+All run before Ray starts (the cluster-resource check runs right after connecting, before
+any trial), so a bad study fails in seconds with the field named, never mid-study.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from functools import lru_cache
+from pathlib import Path
+
+from hybridir.data.registry import (
+    eval_set_languages,
+    list_eval_sets,
+    list_train_sources,
+    load_eval_set,
+    load_train_source,
+    train_source_languages,
+)
+from hybridir.languages import canonical
+from study.spec import StudyConfigError, StudySpec
+
+
+@lru_cache(maxsize=None)
+def _eval_languages(dataset: str) -> tuple[str, ...]:
+    declared = eval_set_languages(dataset)
+    return tuple(declared if declared is not None else load_eval_set(dataset).languages)
+
+
+@lru_cache(maxsize=None)
+def _train_languages(source: str) -> tuple[str, ...]:
+    declared = train_source_languages(source)
+    return tuple(declared if declared is not None else load_train_source(source).languages)
+
+
+def _canonical(code: str, field: str) -> str:
+    try:
+        return canonical(code)
+    except ValueError as exc:
+        raise StudyConfigError(f"{field}: {exc}") from None
+
+
+def _check_eval_set(dataset: str, languages: list[str] | None, field: str) -> None:
+    known = list_eval_sets()
+    if dataset not in known:
+        raise StudyConfigError(f"{field}.dataset: unknown evaluation set {dataset!r}; known: {known}")
+    if languages is None:
+        return
+    available = set(_eval_languages(dataset))
+    for index, code in enumerate(languages):
+        if _canonical(code, f"{field}.languages[{index}]") not in available:
+            raise StudyConfigError(
+                f"{field}.languages[{index}]: {dataset} has no language {code!r} (has {sorted(available)})"
+            )
+
+
+def check_data(spec: StudySpec) -> None:
+    """Dataset names and languages exist; no cell asks for more languages than its source has."""
+    intermediate = spec.evaluation.intermediate
+    _check_eval_set(intermediate.dataset, intermediate.languages, "evaluation.intermediate")
+    for index, final in enumerate(spec.evaluation.final):
+        _check_eval_set(final.dataset, final.languages, f"evaluation.final[{index}]")
+
+    sources = list_train_sources()
+    for cell in spec.cells() or [{}]:
+        where = ", ".join(f"axes[{k!r}]={v!r}" for k, v in cell.items()) or "base"
+        data = spec.train_config(cell).data
+        if data.source not in sources:
+            raise StudyConfigError(f"{where}: data.source {data.source!r} is not a training source; known: {sources}")
+        available = _train_languages(data.source)
+        if data.num_languages is not None and data.num_languages > len(available):
+            raise StudyConfigError(
+                f"{where}: data.num_languages={data.num_languages} but {data.source} has only "
+                f"{len(available)} languages"
+            )
+        requested = list(data.languages or []) + list(data.pairs_per_language)
+        for code in requested:
+            if _canonical(code, f"{where}: data.languages") not in available:
+                raise StudyConfigError(f"{where}: data.languages: {data.source} has no language {code!r}")
+
+    final_languages = set()
+    for final in spec.evaluation.final:
+        final_languages |= set(final.languages and map(canonical, final.languages) or _eval_languages(final.dataset))
+    if spec.report.builder == "ratio":
+        for index, code in enumerate(spec.report.low_resource_languages):
+            if _canonical(code, f"report.low_resource_languages[{index}]") not in final_languages:
+                raise StudyConfigError(
+                    f"report.low_resource_languages[{index}]: {code!r} is not evaluated by evaluation.final"
+                )
+
+
+def check_output_dir(path: Path) -> Path:
+    """Create ``path`` if needed and prove it writable, naming ``--output`` otherwise."""
+    path = Path(path).expanduser().resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{uuid.uuid4().hex}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StudyConfigError(f"--output {path}: not a writable directory ({exc.strerror or exc})") from None
+    return path
+
+
+def check_local_resources(spec: StudySpec, cpus: int | None = None, gpus: int | None = None) -> None:
+    """One trial must fit on this machine (local Ray): CPUs, or GPUs when ``use_gpu``."""
+    resources = spec.resources
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    need = resources.num_workers * resources.cpus_per_worker
+    if need > cpus:
+        raise StudyConfigError(
+            f"resources.num_workers={resources.num_workers} x resources.cpus_per_worker="
+            f"{resources.cpus_per_worker} needs {need:g} CPUs; this machine has {cpus}"
+        )
+    if resources.use_gpu:
+        if gpus is None:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        if resources.num_workers > gpus:
+            raise StudyConfigError(
+                f"resources.num_workers={resources.num_workers} with resources.use_gpu=true needs "
+                f"{resources.num_workers} GPUs; this machine has {gpus}"
+            )
+
+
+def check_cluster_resources(spec: StudySpec, cluster: dict[str, float]) -> None:
+    """The same check against a running cluster's total resources (``--address``)."""
+    check_local_resources(spec, cpus=int(cluster.get("CPU", 0)), gpus=int(cluster.get("GPU", 0)))

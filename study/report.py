@@ -1,0 +1,86 @@
+"""Rebuild a study's reports (CSV + PNG) from its stored results, at any time.
+
+    python study/report.py runs/default-20250101-120000
+
+Works mid-study (reports cover the trials finished so far). Writes
+``<DIR>/reports/<study>/``: one CSV per table answering the study's question, PNG plots,
+``trials.csv`` (every trial) and ``report.md`` (question, deviations from the seed setup,
+the tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python study/report.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pandas as pd  # noqa: E402
+
+from study.reports import BUILDERS  # noqa: E402
+from study.reports.common import ReportContext, plot_learning_curves  # noqa: E402
+from study.results import ResultStore  # noqa: E402
+from study.spec import StudyConfigError, load_study  # noqa: E402
+
+SPEC_FILE = "study.yaml"
+
+
+def build_reports(study_dir: Path) -> Path:
+    """Write every table and plot of the study in ``study_dir``; returns the report folder."""
+    study_dir = Path(study_dir)
+    if not (study_dir / SPEC_FILE).is_file():
+        raise StudyConfigError(f"{study_dir}: no {SPEC_FILE} (not a study directory)")
+    spec = load_study(study_dir / SPEC_FILE)
+    store = ResultStore(study_dir)
+    out_dir = study_dir / "reports" / spec.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = ReportContext(spec, store, store.trials(), store.history(), out_dir)
+    if not ctx.trials.empty:
+        ctx.trials.to_csv(out_dir / "trials.csv", index=False)
+    plot_learning_curves(ctx, out_dir / "learning_curves.png")
+    tables = BUILDERS[spec.report.builder](ctx) if not ctx.completed.empty else {}
+    for name, table in tables.items():
+        table.to_csv(out_dir / f"{name}.csv", index=False)
+    (out_dir / "report.md").write_text(_markdown(spec, ctx, tables))
+    return out_dir
+
+
+def _markdown(spec, ctx: ReportContext, tables: dict[str, pd.DataFrame]) -> str:
+    counts = ctx.trials["status"].value_counts().to_dict() if not ctx.trials.empty else {}
+    lines = [f"# Study `{spec.name}`", "", f"**Question.** {spec.question}", "", "## Deviations from the seed setup", ""]
+    lines += [f"- {item}" for item in spec.deviations] or ["- none"]
+    lines += ["", f"Trials: {counts or 'none finished yet'}", ""]
+    for name, table in tables.items():
+        lines += [f"## {name}.csv", ""]
+        lines += [_table(table) if len(table) else "(no rows yet)", ""]
+    return "\n".join(lines)
+
+
+def _table(table: pd.DataFrame) -> str:
+    """A GitHub-markdown table (pandas' to_markdown needs the optional tabulate package)."""
+    def cell(value) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "|" + "---|" * len(table.columns)
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python study/report.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("study_dir", type=Path, help="a study directory written by study/run.py")
+    args = parser.parse_args(argv)
+    try:
+        out_dir = build_reports(args.study_dir)
+    except StudyConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Run a hybrid-batch scaling study on Ray (local by default, or a cluster with --address).
+
+    python study/run.py                      # the small default study (< 20 min on 2 CPU cores)
+    python study/run.py --study languages    # Q1 .. Q5: languages | batch | data | scale | ratio
+    python study/run.py --study batch --set max_steps=20 --samples 1 --seeds 2
+    python study/run.py --resume runs/batch-20250101-120000
+
+Phases: (1) search: a grid over the study's scaling axes, Optuna (TPE, seeded) within each
+cell, ASHA per cell; (2) with --seeds N, each cell's best configuration re-run with N
+seeds; (3) reports (CSV + PNG) rebuilt from the stored results. Ctrl-C / a killed driver
+loses nothing: --resume DIR continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python study/run.py`: make `study` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+for _name, _value in {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+from study.spec import StudyConfigError, StudySpec, dump_study, load_study  # noqa: E402
+
+SPEC_FILE = "study.yaml"
+SEARCH, SEEDS = "search", "seeds"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python study/run.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Studies live in study/studies/*.yaml; see study/README.md.",
+    )
+    parser.add_argument(
+        "--study", default="default",
+        help="study name (default, languages, batch, data, scale, ratio) or a study YAML path",
+    )
+    parser.add_argument("--config", type=Path, help="a study YAML file (same as --study PATH)")
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+        help="override one setting (repeatable): a study field (search.seeds=2, resources.num_workers=1, "
+        "axes.batching.alpha=[0,1]) or a training-config field (max_steps=20, model.num_layers=1)",
+    )
+    parser.add_argument("--resume", type=Path, metavar="DIR", help="continue an interrupted study in DIR")
+    parser.add_argument(
+        "--address", help="Ray cluster to join (e.g. 'auto' on a cluster head); default: a local Ray instance"
+    )
+    parser.add_argument("--num-workers", type=int, help="Ray Train DDP workers per trial (resources.num_workers)")
+    parser.add_argument("--samples", type=int, help="Optuna trials per grid cell (search.samples_per_cell)")
+    parser.add_argument("--seeds", type=int, help="re-run each cell's best configuration with N seeds (search.seeds)")
+    parser.add_argument("--output", type=Path, help="study directory (default: runs/<study>-<timestamp>)")
+    return parser.parse_args(argv)
+
+
+def resolve_spec(args: argparse.Namespace) -> tuple[StudySpec, Path]:
+    """The validated study and its output directory; nothing expensive has run yet."""
+    if args.resume is not None:
+        frozen = args.resume / SPEC_FILE
+        if not frozen.is_file():
+            raise StudyConfigError(f"--resume {args.resume}: no {SPEC_FILE} there (not a study directory)")
+        if args.sets or args.config or args.samples or args.seeds is not None or args.num_workers:
+            raise StudyConfigError("--resume continues the stored study as it was; drop --set/--config/--samples/...")
+        return load_study(frozen), args.resume
+    sets = list(args.sets)
+    if args.num_workers is not None:
+        sets.append(f"resources.num_workers={args.num_workers}")
+    if args.samples is not None:
+        sets.append(f"search.samples_per_cell={args.samples}")
+    if args.seeds is not None:
+        sets.append(f"search.seeds={args.seeds}")
+    spec = load_study(args.config or args.study, sets)
+    output = args.output or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return spec, output
+
+
+def prepare(args: argparse.Namespace) -> tuple[StudySpec, Path]:
+    """All validation, before Ray starts: schema, data, output directory, local resources."""
+    from study.checks import check_data, check_local_resources, check_output_dir
+
+    spec, output = resolve_spec(args)
+    if args.resume is None and (output / SPEC_FILE).exists():
+        raise StudyConfigError(f"--output {output} already holds a study; use --resume {output} or a new --output")
+    if args.address is None:
+        check_local_resources(spec)
+    check_data(spec)
+    output = check_output_dir(output)
+    if args.resume is None:
+        dump_study(spec, output / SPEC_FILE)
+    return spec, output
+
+
+def start_ray(spec: StudySpec, address: str | None) -> dict:
+    """Local Ray sized to this machine, or join a cluster; returns the cluster's resources.
+
+    Tune functions hold a custom ``tune_driver`` slot instead of a CPU: on 2 cores the
+    default (1 CPU per Tune function + 2 Train workers) waits forever.
+    """
+    import ray
+
+    from study.checks import check_cluster_resources
+
+    if address:
+        ray.init(address=address)
+        cluster = ray.cluster_resources()
+        check_cluster_resources(spec, cluster)
+        return cluster
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    cpus = os.cpu_count() or 1
+    need = spec.resources.num_workers * spec.resources.cpus_per_worker
+    import torch
+
+    gpus = torch.cuda.device_count()
+    slots = max(1, int(cpus // need)) if not spec.resources.use_gpu else max(1, gpus // spec.resources.num_workers)
+    ray.init(
+        num_cpus=cpus,
+        num_gpus=gpus,
+        resources={"tune_driver": slots},
+        # ASHA kills a Tune function mid-fit; Train frees its workers through the State API,
+        # which needs the dashboard. Without it the next trial waits forever.
+        include_dashboard=True,
+        object_store_memory=512 * 1024**2,
+        log_to_driver=True,
+    )
+    return ray.cluster_resources()
+
+
+def _trainable(spec: StudySpec, storage: str, experiment: str, cluster: dict):
+    from ray import tune
+
+    from study.trial import run_trial
+
+    slot = {"tune_driver": 1} if "tune_driver" in cluster else {"CPU": 0.1}
+    return tune.with_resources(
+        tune.with_parameters(run_trial, spec_data=spec.model_dump(mode="json"), storage_path=storage,
+                             experiment=experiment),
+        slot,
+    )
+
+
+def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, scheduler, num_samples, cluster):
+    """Start or restore one Tune experiment and run it to the end."""
+    from ray import tune
+
+    from study.results import ResultsCallback
+    from study.search import max_concurrent_trials
+
+    trainable = _trainable(spec, storage, experiment, cluster)
+    path = f"{storage.rstrip('/')}/{experiment}"
+    if tune.Tuner.can_restore(path):
+        print(f"[study] restoring {experiment} experiment from {path}", flush=True)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    else:
+        resources = spec.resources.model_dump()
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=num_samples,
+                max_concurrent_trials=max_concurrent_trials(spec, cluster),
+                trial_dirname_creator=lambda trial: f"trial-{trial.trial_id}",
+            ),
+            run_config=tune.RunConfig(
+                name=experiment,
+                storage_path=storage,
+                callbacks=[ResultsCallback(output, resources)],
+                # Retries happen inside Train (FailureConfig, from the last checkpoint).
+                failure_config=tune.FailureConfig(max_failures=0),
+                verbose=1,
+            ),
+        )
+    grid = tuner.fit()
+    finished = grid.num_terminated + grid.num_errors
+    if finished < num_samples:
+        raise StudyInterrupted(f"{experiment}: {finished} of {num_samples} trials finished")
+    return grid
+
+
+class StudyInterrupted(RuntimeError):
+    """Tune stopped before every trial finished (Ctrl-C / SIGINT); the state is saved."""
+
+
+def seed_configs(spec: StudySpec, output: Path) -> list[dict]:
+    """Each cell's best completed search trial (by the search objective), once per new seed."""
+    from study.results import ResultStore
+    from study.search import intermediate_metric
+
+    trials = ResultStore(output).trials()
+    if trials.empty:
+        return []
+    metric = intermediate_metric(spec)
+    done = trials[(trials["phase"] == SEARCH) & (trials["status"] == "completed")].dropna(subset=[metric])
+    base_seed = spec.train_config({}).seed
+    configs = []
+    for cell, group in done.groupby("cell", sort=True):
+        best = group.sort_values(metric, ascending=spec.search.mode == "min").iloc[0]
+        axes = {c[len("axis/"):]: _plain(best[c]) for c in group.columns if c.startswith("axis/")}
+        tuned = {c[len("tuned/"):]: _plain(best[c]) for c in group.columns if c.startswith("tuned/")}
+        for index in range(spec.search.seeds):
+            configs.append({"phase": SEEDS, "cell": int(cell), "axes": axes, "tuned": tuned,
+                            "seed": base_seed + 1 + index, "source_trial": best["trial_id"]})
+    return configs
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        spec, output = prepare(args)
+    except StudyConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import ray
+
+    from study.report import build_reports
+    from study.results import history_rows
+    from study.search import CellGridSearch, FixedConfigSearch, PerCellASHA, intermediate_metric
+
+    started = time.time()
+    storage = spec.resources.storage_path or str(output / "ray")
+    print(f"[study] {spec.name}: {len(spec.cells()) or 1} cells x {spec.search.samples_per_cell} trials -> {output}",
+          flush=True)
+    cluster = start_ray(spec, args.address)
+    try:
+        searcher = CellGridSearch(spec)
+        scheduler = PerCellASHA(spec, functools.partial(history_rows, str(output))) if spec.search.asha else None
+        run_experiment(spec, output, storage, SEARCH, searcher, scheduler, searcher.total_trials, cluster)
+        if spec.search.seeds:
+            configs = seed_configs(spec, output)
+            if configs:
+                fixed = FixedConfigSearch(configs, intermediate_metric(spec), spec.search.mode)
+                run_experiment(spec, output, storage, SEEDS, fixed, None, len(configs), cluster)
+    except StudyInterrupted as exc:
+        print(f"[study] interrupted ({exc}); continue with: python study/run.py --resume {output}", flush=True)
+        build_reports(output)
+        return 130
+    finally:
+        ray.shutdown()
+    reports = build_reports(output)
+    elapsed = time.time() - started
+    print(f"[study] finished in {elapsed / 60:.1f} min; results: {output / 'results'}", flush=True)
+    print(f"[study] report: {reports}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""One trial = one Ray Train DDP run, started from a Ray Tune function.
+
+``run_trial`` (the Tune function) builds a ``TorchTrainer`` whose workers run
+:func:`hybridir.train.train` on the Train process group. ``StudyCallback`` reports every
+intermediate evaluation WITH the checkpoint just written (Train V2 keeps only reports
+with checkpoints, and a retried worker resumes from the last one), rank 0 evaluating and
+all ranks reporting. After training, rank 0 runs the final evaluation with the study's
+full settings and everything is reported once more with the final checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import torch.distributed as dist
+from ray import tune
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, ScalingConfig
+import ray.train.torch
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from hybridir.config import TrainConfig
+from hybridir.data.registry import load_eval_set
+from hybridir.evaluation import encode_corpus, evaluate_lareqa, subset_corpus
+from hybridir.model import BiEncoder
+from hybridir.train import METRICS_FILE, MODEL_SUBDIR, TrainCallback, train
+from study.results import MATRICES
+from study.search import STEP
+from study.spec import EvalSetSettings, StudySpec
+
+
+def trial_train_config(spec: StudySpec, config: dict) -> TrainConfig:
+    """The TrainConfig of a trial config handed out by the searchers."""
+    overrides = {**config.get("axes", {}), **config.get("tuned", {})}
+    return spec.train_config(overrides, seed=config.get("seed"))
+
+
+def load_eval_corpus(settings: EvalSetSettings, seed: int = 0):
+    corpus = load_eval_set(settings.dataset, languages=settings.languages)
+    if settings.max_queries is not None:
+        corpus = subset_corpus(corpus, max_queries=settings.max_queries, seed=seed)
+    return corpus
+
+
+def _scalar_summary(summary: dict, prefix: str) -> dict[str, float]:
+    return {
+        f"{prefix}/{key}": float(value)
+        for key, value in summary.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
+def evaluate(model, corpus, prefix: str) -> tuple[dict, Any]:
+    """LAReQA scores of ``model`` on ``corpus`` as ``<prefix>/<summary key>`` metrics."""
+    was_training = model.training
+    model.eval()
+    try:
+        result = evaluate_lareqa(encode_corpus(model, corpus))
+    finally:
+        model.train(was_training)
+    return _scalar_summary(result.summary, prefix), result
+
+
+def _matrices_payload(result) -> dict:
+    payload = {metric: json.loads(frame.to_json()) for metric, frame in result.matrices.items()}
+    if len(result.multilingual):
+        payload["multilingual"] = json.loads(result.multilingual.to_json())
+    return payload
+
+
+class StudyCallback(TrainCallback):
+    """Bridges hybridir's training loop and Ray Train reporting (one per worker).
+
+    hybridir calls ``on_evaluate`` (rank 0 returns the intermediate scores, which join the
+    step's metrics), then ``on_log``, then ``on_checkpoint`` on every rank, where the step's
+    metrics are reported with the checkpoint.
+    """
+
+    def __init__(self, spec: StudySpec, config: TrainConfig):
+        self.spec = spec
+        self.config = config
+        self.rank = ray.train.get_context().get_world_rank()
+        self._corpus = None
+        self.last_log: dict = {}
+        self.last_eval: dict = {}
+        # Throughput clock: starts at the first log of this session; evaluation, checkpoint
+        # writing and reporting time is excluded.
+        self._origin: tuple[float, int] | None = None
+        self._overhead = 0.0
+        self._logged_at = 0.0
+
+    def intermediate_corpus(self):
+        if self._corpus is None:
+            self._corpus = load_eval_corpus(self.spec.evaluation.intermediate, seed=self.spec.search.seed)
+        return self._corpus
+
+    def on_evaluate(self, step: int, model) -> dict | None:
+        if self.rank != 0:
+            return None
+        start = time.perf_counter()
+        metrics, _ = evaluate(model, self.intermediate_corpus(), "inter")
+        self._add_overhead(time.perf_counter() - start)
+        self.last_eval = {"step": step, **metrics}
+        return metrics
+
+    def on_log(self, step: int, metrics: dict) -> None:
+        self._logged_at = time.perf_counter()
+        if self._origin is None:
+            self._origin = (self._logged_at, step)
+        self.last_log = {
+            (key if key.startswith("inter/") else f"train/{key}"): float(value)
+            for key, value in metrics.items()
+            if isinstance(value, (int, float)) and value is not None
+        }
+
+    def _add_overhead(self, seconds: float) -> None:
+        if self._origin is not None:
+            self._overhead += seconds
+
+    def throughput(self, step: int) -> dict:
+        """Training pairs per second over this session's steps since the first log."""
+        if self._origin is None or step <= self._origin[1]:
+            return {}
+        seconds = max(time.perf_counter() - self._origin[0] - self._overhead, 1e-9)
+        pairs = (step - self._origin[1]) * self.config.batching.batch_size
+        return {"train/pairs_per_s_overall": pairs / seconds, "train/step_seconds": seconds}
+
+    def on_checkpoint(self, step: int, directory: Path, metrics: dict) -> None:
+        started = time.perf_counter()
+        self._add_overhead(started - self._logged_at)  # the checkpoint write
+        report = {STEP: step, **self.last_log, **self.throughput(step)}
+        # Rank 0 wrote the directory; only it hands the checkpoint to Ray.
+        checkpoint = Checkpoint.from_directory(str(directory)) if self.rank == 0 else None
+        ray.train.report(report, checkpoint=checkpoint)
+        self._add_overhead(time.perf_counter() - started)
+
+
+def _checkpoint_step(directory: Path) -> int:
+    state = json.loads((directory / METRICS_FILE).read_text())
+    return int(state["step"])
+
+
+def _final_evaluation(spec: StudySpec, callback: StudyCallback, model_dir: Path, max_steps: int) -> dict:
+    """Rank 0: the study's full evaluation settings on the final model."""
+    model = BiEncoder.load(model_dir).to(ray.train.torch.get_device())
+    final: dict[str, Any] = {}
+    # The objective of the last intermediate evaluation travels with the final report, so
+    # Optuna and the results table see the number ASHA saw (evaluated now if the last
+    # step was not an evaluation step, e.g. after a resume from the final checkpoint).
+    if callback.last_eval.get("step") == max_steps:
+        final.update({k: v for k, v in callback.last_eval.items() if k != "step"})
+    else:
+        final.update(evaluate(model, callback.intermediate_corpus(), "inter")[0])
+    matrices = {}
+    for settings in spec.evaluation.final:
+        metrics, lareqa = evaluate(model, load_eval_corpus(settings), f"final/{settings.dataset}")
+        final.update(metrics)
+        matrices[settings.dataset] = _matrices_payload(lareqa)
+    final[MATRICES] = json.dumps(matrices)
+    final["model/display_name"] = model.display_name
+    return final
+
+
+def train_worker(loop_config: dict) -> None:
+    """Ray Train worker: train under DDP, then (rank 0) the final evaluation, then one last
+    report with the final checkpoint."""
+    spec = StudySpec.model_validate(loop_config["spec"])
+    config = TrainConfig.model_validate(loop_config["train_config"])
+    callback = StudyCallback(spec, config)
+    output_dir = Path(tempfile.mkdtemp(prefix="hybridir-trial-"))
+    checkpoint = ray.train.get_checkpoint()
+    with contextlib.ExitStack() as stack:
+        resume_dir = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
+        if resume_dir is not None and _checkpoint_step(resume_dir) >= config.max_steps:
+            # Died after training, during the final evaluation: only that is redone.
+            final_checkpoint = resume_dir
+        else:
+            result = train(config, output_dir, resume_from=resume_dir, callbacks=[callback], keep_checkpoints=1)
+            final_checkpoint = result.checkpoint_dir
+        final = {}
+        if callback.rank == 0:
+            final = _final_evaluation(spec, callback, final_checkpoint / MODEL_SUBDIR, config.max_steps)
+            final.update(callback.throughput(config.max_steps))
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # the other ranks wait for rank 0's evaluation before the report
+        report = {STEP: config.max_steps, **callback.last_log, **final}
+        checkpoint_out = Checkpoint.from_directory(str(final_checkpoint)) if callback.rank == 0 else None
+        ray.train.report(report, checkpoint=checkpoint_out)
+    shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def run_trial(config: dict, spec_data: dict, storage_path: str, experiment: str) -> None:
+    """Ray Tune function: one TorchTrainer fit per trial (DDP, gloo on CPU, nccl on GPU)."""
+    spec = StudySpec.model_validate(spec_data)
+    resources = spec.resources
+    train_config = trial_train_config(spec, config)
+    if train_config.num_threads is None and not resources.use_gpu:
+        # Workers share the node's cores: one intra-op pool per reserved CPU, no oversubscription.
+        train_config = train_config.model_copy(update={"num_threads": max(1, int(resources.cpus_per_worker))})
+    per_worker = {"CPU": resources.cpus_per_worker}
+    if resources.use_gpu:
+        per_worker["GPU"] = 1
+    trial_id = tune.get_context().get_trial_id()
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"spec": spec_data, "train_config": train_config.model_dump(mode="json")},
+        scaling_config=ScalingConfig(
+            num_workers=resources.num_workers, use_gpu=resources.use_gpu, resources_per_worker=per_worker
+        ),
+        torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
+        run_config=ray.train.RunConfig(
+            # A stable name: a restored study's trial finds its Train run and latest checkpoint.
+            name=f"train-{experiment}-{trial_id}",
+            storage_path=storage_path,
+            callbacks=[TuneReportCallback()],
+            failure_config=FailureConfig(max_failures=resources.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    trainer.fit()

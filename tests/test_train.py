@@ -1,0 +1,256 @@
+"""The training loop on real NTREX pairs with a tiny random-init encoder.
+
+Determinism, exact resume after an interruption, callbacks and checkpoints, the optimizer
+setup, config checks on resume, DDP (2 gloo processes) against a single process, and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from hybridir.collate import collate_pairs
+from hybridir.config import TrainConfig
+from hybridir.data.ntrex import load_ntrex
+from hybridir.model import BiEncoder
+from hybridir.train import TrainCallback, build_optimizer, config_from_args, train
+
+LANGUAGES = ["en", "de", "es"]
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return load_ntrex(languages=LANGUAGES)
+
+
+def make_config(model_dir, **overrides) -> TrainConfig:
+    raw = {
+        "data": {"languages": LANGUAGES, "max_pairs_per_language": 300, "validation_fraction": 0.1},
+        "batching": {"batch_size": 8, "mode": "hybrid", "alpha": 0.5},
+        "model": {"name": str(model_dir), "max_query_length": 32, "max_passage_length": 48},
+        "optim": {"lr": 1e-3, "warmup_steps": 2},
+        "max_steps": 6,
+        "log_every": 1,
+        "checkpoint_every": 3,
+        "seed": 7,
+        "num_threads": 1,
+    }
+    for key, value in overrides.items():
+        section, _, leaf = key.rpartition(".")
+        (raw[section] if section else raw)[leaf] = value
+    return TrainConfig.model_validate(raw)
+
+
+class Recorder(TrainCallback):
+    def __init__(self, stop_after_checkpoint: int | None = None, evaluate: bool = False):
+        self.logs, self.checkpoints, self.evaluations = {}, [], []
+        self.stop_after_checkpoint, self.evaluate = stop_after_checkpoint, evaluate
+
+    def on_log(self, step, metrics):
+        self.logs[step] = dict(metrics)
+
+    def on_checkpoint(self, step, directory, metrics):
+        self.checkpoints.append((step, directory, dict(metrics)))
+        if step == self.stop_after_checkpoint:
+            raise KeyboardInterrupt  # simulates the run being killed right after the checkpoint
+
+    def on_evaluate(self, step, model):
+        self.evaluations.append(step)
+        assert isinstance(model, BiEncoder)  # the unwrapped model, never DDP
+        return {"probe_norm": float(model.encode(["hallo welt"], "query").norm())} if self.evaluate else None
+
+    def losses(self):
+        return {step: m["loss"] for step, m in self.logs.items()}
+
+
+def weights(model_dir):
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_encoder_dir, pairs, tmp_path_factory):
+    recorder = Recorder(evaluate=True)
+    config = make_config(tiny_encoder_dir, eval_every=2)
+    result = train(config, tmp_path_factory.mktemp("straight"), callbacks=[recorder], pairs=pairs)
+    return config, result, recorder
+
+
+def test_callbacks_metrics_and_checkpoint_layout(straight_run):
+    config, result, recorder = straight_run
+    assert sorted(recorder.logs) == [1, 2, 3, 4, 5, 6]
+    for metrics in recorder.logs.values():
+        assert {"loss", "lr", "pairs_per_s", "tokens_per_s", "elapsed_s", "xx_share_so_far", "epoch", "val_loss"} <= set(metrics)
+        assert metrics["loss"] > 0 and metrics["val_loss"] > 0 and metrics["tokens_per_s"] > metrics["pairs_per_s"] > 0
+        assert 0.0 <= metrics["xx_share_so_far"] <= 1.0
+    # warmup 2 steps then linear decay to 0 at step 6
+    assert [round(recorder.logs[s]["lr"] / 1e-3, 4) for s in (1, 2, 3, 6)] == [0.5, 1.0, 0.75, 0.0]
+    # on_evaluate every 2 steps, its dict in the report of the same step only
+    assert recorder.evaluations == [2, 4, 6]
+    assert [s for s, m in recorder.logs.items() if "probe_norm" in m] == [2, 4, 6]
+    assert [step for step, _, _ in recorder.checkpoints] == [3, 6]
+    assert result.step == 6 and result.metrics == recorder.logs[6]
+    assert result.checkpoint_dir == recorder.checkpoints[-1][1] and result.model_dir == result.checkpoint_dir / "model"
+    for name in ("trainer_state.pt", "train_config.json", "metrics.json", "model/model.safetensors",
+                 "model/tokenizer.json", "model/biencoder.json"):  # fmt: skip
+        assert (result.checkpoint_dir / name).is_file(), name
+    state = torch.load(result.checkpoint_dir / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 6 and set(state["sampler"]) == {"epoch", "index"} and state["world_size"] == 1
+    assert TrainConfig.model_validate_json((result.checkpoint_dir / "train_config.json").read_text()) == config
+    lines = (result.checkpoint_dir.parent.parent / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    # the saved model is a working BiEncoder whose frozen word embeddings did not move
+    trained = BiEncoder.load(result.model_dir)
+    assert trained.encode(["ein Satz"], "query").shape == (1, 32)
+
+
+def test_frozen_embeddings_stay_and_the_rest_trains(straight_run, tiny_encoder_dir):
+    _, result, _ = straight_run
+    before, after = weights(tiny_encoder_dir), weights(result.model_dir)
+    embedding = next(name for name in before if name.endswith("word_embeddings.weight"))
+    assert torch.equal(before[embedding], after[embedding])
+    moved = [name for name in before if not torch.equal(before[name], after[name])]
+    assert any("layer.1.attention" in name for name in moved) and any("LayerNorm" in name for name in moved)
+
+
+def test_same_config_and_seed_give_identical_losses(straight_run, pairs, tmp_path):
+    config, result, recorder = straight_run
+    again = Recorder(evaluate=True)
+    rerun = train(config, tmp_path, callbacks=[again], pairs=pairs)
+    assert again.losses() == recorder.losses()
+    assert [again.logs[s]["val_loss"] for s in again.logs] == [recorder.logs[s]["val_loss"] for s in recorder.logs]
+    first, second = weights(result.model_dir), weights(rerun.model_dir)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    # a different seed draws other batches
+    other = Recorder()
+    train(make_config(config.model.name, seed=8, max_steps=2), tmp_path / "seed8", callbacks=[other], pairs=pairs)
+    assert other.losses()[1] != recorder.losses()[1]
+
+
+def test_resume_after_interruption_gives_the_uninterrupted_numbers(straight_run, pairs, tmp_path):
+    config, result, recorder = straight_run
+    interrupted = Recorder(stop_after_checkpoint=3, evaluate=True)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path, callbacks=[interrupted], pairs=pairs)
+    assert sorted(interrupted.logs) == [1, 2, 3]
+
+    resumed = Recorder(evaluate=True)
+    final = train(config, tmp_path, resume_from=tmp_path / "checkpoints/step_000003", callbacks=[resumed], pairs=pairs)
+    assert sorted(resumed.logs) == [4, 5, 6] and final.step == 6
+    straight = recorder.losses()
+    assert {**interrupted.losses(), **resumed.losses()} == straight
+    assert resumed.logs[6]["xx_share_so_far"] == recorder.logs[6]["xx_share_so_far"]
+    assert resumed.logs[6]["lr"] == recorder.logs[6]["lr"]
+    first, second = weights(result.model_dir), weights(final.model_dir)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_resume_checks_the_checkpoint_and_config_before_training(straight_run, pairs, tmp_path):
+    config, result, _ = straight_run
+    checkpoint = result.checkpoint_dir.parent / "step_000003"
+    changed = config.model_copy(update={"batching": config.batching.model_copy(update={"alpha": 0.9})})
+    with pytest.raises(ValueError, match=r"differs in \['batching.alpha'\]"):
+        train(changed, tmp_path, resume_from=checkpoint, pairs=pairs)
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        train(config, tmp_path, resume_from=tmp_path, pairs=pairs)
+
+
+def test_optimizer_groups_skip_frozen_and_decay_only_matrices(tiny_encoder_dir):
+    config = make_config(tiny_encoder_dir)
+    model = BiEncoder.from_config(config.model)
+    model.freeze_embeddings()
+    decay, no_decay = build_optimizer(model, config).param_groups
+    assert decay["weight_decay"] == config.optim.weight_decay and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim == 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    optimized = {id(p) for group in (decay, no_decay) for p in group["params"]}
+    assert id(model.encoder.embeddings.word_embeddings.weight) not in optimized
+    assert len(optimized) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_collate_uses_dynamic_padding_and_counts_real_tokens(tiny_encoder_dir, pairs):
+    from hybridir.batching import PairRef
+
+    model = BiEncoder.from_config(make_config(tiny_encoder_dir).model)
+    refs = [PairRef(0, "en", "de"), PairRef(5, "es", "es")]
+    batch = collate_pairs(refs, pairs, model, 64, 256)
+    assert batch.num_pairs == 2
+    assert batch.queries["input_ids"].shape[1] == int(batch.queries["attention_mask"].sum(1).max()) < 64
+    expected = sum(len(model.tokenizer(t)["input_ids"]) for t in (pairs.queries["en"][0], pairs.queries["es"][5]))
+    assert int(batch.queries["attention_mask"].sum()) == expected
+    assert batch.num_tokens == int(batch.queries["attention_mask"].sum() + batch.passages["attention_mask"].sum())
+    with pytest.raises(ValueError, match="missing"):
+        collate_pairs([PairRef(0, "fr", "fr")], pairs, model)
+
+
+# ---------------------------------------------------------------------- DDP
+def _ddp_train_worker(rank: int, port: int, config_json: str, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        recorder = Recorder()
+        config = TrainConfig.model_validate_json(config_json)
+        result = train(config, out_dir, callbacks=[recorder], pairs=load_ntrex(languages=LANGUAGES))
+        torch.save({"losses": recorder.losses(), "checkpoints": [s for s, _, _ in recorder.checkpoints],
+                    "dir": str(result.checkpoint_dir)}, f"{out_dir}/rank{rank}.pt")  # fmt: skip
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_on_two_processes_matches_a_single_process(tmp_path, pairs):
+    from conftest import build_tiny_encoder_dir
+
+    # without dropout both runs compute the same function, so they must agree step by step
+    model_dir = build_tiny_encoder_dir(tmp_path / "tiny-no-dropout", dropout=0.0)
+    config = make_config(model_dir, max_steps=3, checkpoint_every=0)
+    single = Recorder()
+    single_result = train(config, tmp_path / "single", callbacks=[single], pairs=pairs)
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_ddp_train_worker, args=(port, config.model_dump_json(), str(tmp_path / "ddp")), nprocs=2, join=True)
+
+    ranks = [torch.load(tmp_path / f"ddp/rank{r}.pt") for r in range(2)]
+    assert ranks[0]["losses"] == ranks[1]["losses"]  # the global-batch loss, on every rank
+    assert ranks[0]["checkpoints"] == ranks[1]["checkpoints"] == [3]
+    for step, loss in single.losses().items():
+        assert ranks[0]["losses"][step] == pytest.approx(loss, rel=1e-5)
+    single_weights, ddp_weights = weights(single_result.model_dir), weights(tmp_path / "ddp/checkpoints/step_000003/model")
+    for name, value in single_weights.items():
+        torch.testing.assert_close(ddp_weights[name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+# ---------------------------------------------------------------------- command line
+def test_config_overrides_parse_yaml_values_and_name_bad_keys(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("optim: {lr: 0.001}\nbatching: {mode: xx}\n")
+    config = config_from_args(str(path), ["optim.warmup_steps=3", "data.languages=[en, de]", "max_steps=9"])
+    assert (config.optim.lr, config.optim.warmup_steps, config.max_steps) == (0.001, 3, 9)
+    assert config.data.languages == ["en", "de"] and config.batching.mode == "xx"
+    with pytest.raises(ValueError, match="key=value"):
+        config_from_args(None, ["max_steps"])
+    with pytest.raises(ValueError, match="optim.lrr"):
+        config_from_args(None, ["optim.lrr=1"])
+
+
+def test_command_line_runs_a_short_training(tiny_encoder_dir, tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(make_config(tiny_encoder_dir, max_steps=2, checkpoint_every=0).model_dump_json())
+    command = [sys.executable, "-m", "hybridir.train", "--config", str(path), "--set", "log_every=2",
+               "--set", "batching.mode=xx", "--output", str(tmp_path / "out")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout[done.stdout.index("{\n"):])
+    assert summary["step"] == 2 and summary["metrics"]["xx_share_so_far"] == 1.0
+    assert (tmp_path / "out/checkpoints/step_000002/model/model.safetensors").is_file()
+    bad = subprocess.run([sys.executable, "-m", "hybridir.train", "--set", "optim.lr=-1", "--output", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "optim.lr" in bad.stderr
