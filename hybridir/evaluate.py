@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import re
@@ -89,7 +90,9 @@ def _per_language(result: LareqaResult) -> pd.DataFrame:
     frame = pd.DataFrame(index=pd.Index([], name="language"))
     if "map" in result.matrices:
         ap = result.matrices["map"]
-        off_diagonal = ap.where(~pd.DataFrame(ap.index.values[:, None] == ap.columns.values[None, :], ap.index, ap.columns))
+        off_diagonal = ap.copy()
+        for lang in set(ap.index) & set(ap.columns):
+            off_diagonal.loc[lang, lang] = float("nan")
         frame = pd.DataFrame(
             {
                 "mono_map": pd.Series({l: ap.loc[l, l] for l in ap.index if l in ap.columns}, dtype=float),
@@ -143,11 +146,17 @@ def run(args: argparse.Namespace) -> dict:
     corpus = load_eval_set(args.dataset, languages=args.languages)
     if args.max_queries is not None:
         corpus = subset_corpus(corpus, max_queries=args.max_queries, seed=args.seed)
+    bitext = args.dataset in BITEXT_SETS
+    if bitext:
+        # a bitext is ranked only against its own other side: unused sentences need no encoding
+        needed = {cid for targets in corpus.relevant.values() for cid in targets.values()}
+        corpus = dataclasses.replace(
+            corpus, candidates={lang: {c: t for c, t in items.items() if c in needed} for lang, items in corpus.candidates.items()}
+        )
     model = BiEncoder.from_config(ModelConfig(name=args.model, num_layers=args.num_layers))
     load_s = time.perf_counter() - start
     log.info("loaded %s and %s in %.1f s", args.dataset, model.display_name, load_s)
 
-    bitext = args.dataset in BITEXT_SETS
     encoded = encode_corpus(
         model,
         corpus,

@@ -31,6 +31,7 @@ encoder (Reimers & Gurevych 2019), and keeps all presets on one pooling.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -39,8 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from hybridir.offline_model import OFFLINE_MODEL_NAME
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["query", "passage"]
 Pooling = Literal["mean", "cls"]
@@ -289,11 +293,23 @@ def _load_encoder(source: str, num_layers: int | None, name: str) -> tuple[PreTr
             raise ValueError(f"model.num_layers={num_layers} exceeds the {total_layers} layers of {name!r}")
         # Fewer layers in the config => from_pretrained builds and fills only those.
         config.num_hidden_layers = num_layers
+    # transformers reports the pooler and the dropped layers as "unexpected" weights, which is
+    # what we asked for; it is quiet here and only weights left at random init are reported.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
-        # An unused pooler has parameters without gradients, which breaks DDP's reducer.
-        encoder = AutoModel.from_pretrained(source, config=config, add_pooling_layer=False)
-    except TypeError:  # architectures without a pooler do not take the argument
-        encoder = AutoModel.from_pretrained(source, config=config)
+        try:
+            # An unused pooler has parameters without gradients, which breaks DDP's reducer.
+            encoder, info = AutoModel.from_pretrained(
+                source, config=config, add_pooling_layer=False, output_loading_info=True
+            )
+        except TypeError:  # architectures without a pooler do not take the argument
+            encoder, info = AutoModel.from_pretrained(source, config=config, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if info.get("missing_keys"):
+        log.warning("model %r: weights missing from %s, left randomly initialised: %s",
+                    name, source, sorted(info["missing_keys"]))  # fmt: skip
     return encoder, total_layers
 
 

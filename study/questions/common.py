@@ -1,0 +1,195 @@
+"""Statistics and plotting shared by the report builders.
+
+Per grid cell, a report uses the ``--seeds`` re-runs of the cell's best configuration
+when they exist (mean and 95% t-interval over seeds), else the best completed search
+trial (n = 1, no interval). The best trial is chosen on the search objective (the
+intermediate evaluation), never on the final test metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from study.results import ResultStore  # noqa: E402
+from study.search import intermediate_metric  # noqa: E402
+from study.spec import StudySpec  # noqa: E402
+
+
+@dataclass
+class ReportContext:
+    """What every builder reads: the study, its stored results, where to write."""
+
+    spec: StudySpec
+    store: ResultStore
+    trials: pd.DataFrame
+    history: pd.DataFrame
+    out_dir: Path
+
+    @property
+    def completed(self) -> pd.DataFrame:
+        if self.trials.empty:
+            return self.trials
+        return self.trials[self.trials["status"] == "completed"]
+
+    def final_datasets(self) -> list[str]:
+        return [final.dataset for final in self.spec.evaluation.final]
+
+
+def mean_ci(values) -> tuple[float, float, float, int]:
+    """Mean, 95% t-interval bounds and n of the finite values (bounds NaN when n < 2)."""
+    array = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    n = len(array)
+    if n == 0:
+        return np.nan, np.nan, np.nan, 0
+    mean = float(array.mean())
+    if n < 2:
+        return mean, np.nan, np.nan, n
+    half = float(stats.t.ppf(0.975, n - 1) * array.std(ddof=1) / np.sqrt(n))
+    return mean, mean - half, mean + half, n
+
+
+def representative_trials(ctx: ReportContext) -> dict[int, pd.DataFrame]:
+    """cell -> the completed rows that stand for it: seed re-runs, else the best search trial."""
+    done = ctx.completed
+    if done.empty:
+        return {}
+    objective = intermediate_metric(ctx.spec)
+    chosen: dict[int, pd.DataFrame] = {}
+    for cell, group in done.groupby("cell", sort=True):
+        seeds = group[group["phase"] == "seeds"]
+        if len(seeds):
+            chosen[int(cell)] = seeds
+            continue
+        search = group[group["phase"] == "search"]
+        if objective in search:
+            search = search.sort_values(objective, ascending=ctx.spec.search.mode == "min", na_position="last")
+        chosen[int(cell)] = search.head(1)
+    return chosen
+
+
+def cell_axes(ctx: ReportContext, cell: int) -> dict:
+    cells = ctx.spec.cells() or [{}]
+    return cells[cell]
+
+
+def summarize(ctx: ReportContext, metrics: list[str]) -> pd.DataFrame:
+    """One row per cell: axis values, then ``<metric>``, ``<metric>_ci_low|high`` and ``n``."""
+    rows = []
+    for cell, group in representative_trials(ctx).items():
+        row = {"cell": cell, **{f"axis/{k}": v for k, v in cell_axes(ctx, cell).items()}}
+        for metric in metrics:
+            values = group[metric] if metric in group else []
+            mean, low, high, n = mean_ci(list(values))
+            row.update({metric: mean, f"{metric}_ci_low": low, f"{metric}_ci_high": high})
+            row["n"] = max(row.get("n", 0), n)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fit_slope(x, y) -> dict:
+    """Least-squares line y = a + b x: slope b, its 95% t-interval, intercept, n."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = len(x)
+    if n < 2 or np.ptp(x) == 0:
+        return {"slope": np.nan, "slope_ci_low": np.nan, "slope_ci_high": np.nan, "intercept": np.nan, "n_points": n}
+    slope, intercept = np.polyfit(x, y, 1)
+    if n > 2:
+        residuals = y - (intercept + slope * x)
+        se = np.sqrt(residuals @ residuals / (n - 2) / ((x - x.mean()) @ (x - x.mean())))
+        half = stats.t.ppf(0.975, n - 2) * se
+    else:
+        half = np.nan  # two points fit exactly: no residual variance to estimate
+    return {
+        "slope": float(slope),
+        "slope_ci_low": float(slope - half),
+        "slope_ci_high": float(slope + half),
+        "intercept": float(intercept),
+        "n_points": n,
+    }
+
+
+def pareto_mask(maximize, minimize) -> np.ndarray:
+    """True for points no other point beats on both (higher ``maximize``, lower ``minimize``)."""
+    gain = np.asarray(maximize, dtype=float)
+    cost = np.asarray(minimize, dtype=float)
+    mask = np.ones(len(gain), dtype=bool)
+    for i in range(len(gain)):
+        dominated = (gain >= gain[i]) & (cost <= cost[i]) & ((gain > gain[i]) | (cost < cost[i]))
+        mask[i] = not dominated.any()
+    return mask
+
+
+def plot_curves(frame: pd.DataFrame, x: str, metric: str, by: str | None, path: Path, title: str,
+                xlabel: str | None = None, logx: bool = False) -> Path:
+    """Line plot of ``metric`` vs ``x`` with 95% CI bands (where available), one line per ``by``."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups = frame.groupby(by, sort=True) if by else [(None, frame)]
+    for label, group in groups:
+        group = group.sort_values(x)
+        xs = group[x].astype(float)
+        ax.plot(xs, group[metric], marker="o", label=None if label is None else f"{by.split('/')[-1]}={label}")
+        low, high = f"{metric}_ci_low", f"{metric}_ci_high"
+        if low in group and group[low].notna().any():
+            ax.fill_between(xs, group[low], group[high], alpha=0.2)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=9)
+    if by:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_heatmap(matrix: pd.DataFrame, path: Path, title: str) -> Path:
+    """A query-language x candidate-language heatmap with the values written in."""
+    fig, ax = plt.subplots(figsize=(1 + 0.5 * len(matrix.columns), 1 + 0.45 * len(matrix.index)))
+    image = ax.imshow(matrix.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(matrix.columns)), matrix.columns, fontsize=7)
+    ax.set_yticks(range(len(matrix.index)), matrix.index, fontsize=7)
+    ax.set_xlabel("candidate language")
+    ax.set_ylabel("query language")
+    for (i, j), value in np.ndenumerate(matrix.to_numpy(dtype=float)):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=5, color="w")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_learning_curves(ctx: ReportContext, path: Path) -> Path | None:
+    """The search objective over study steps for every trial (pruned ones end early)."""
+    metric = intermediate_metric(ctx.spec)
+    if ctx.history.empty or metric not in ctx.history:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for trial_id, group in ctx.history.dropna(subset=[metric]).groupby("trial_id"):
+        group = group.sort_values("study_step")
+        ax.plot(group["study_step"], group[metric], marker=".", alpha=0.7, label=f"{trial_id} (cell {group['cell'].iloc[0]})")
+    ax.set_xlabel("study step")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

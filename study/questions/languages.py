@@ -1,0 +1,69 @@
+"""Q1: does zero-shot cross-lingual retrieval degrade as training languages grow past 40?
+
+Per language count and final dataset: cross-lingual mAP, F1@k, multilingual mAP (with CIs
+over seeds), the change relative to the reference count (40 by default), and per dataset
+the least-squares slope per added language beyond the reference with its 95% CI;
+XQuAD-R vs MLQA-R side by side.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from study.questions.common import ReportContext, fit_slope, plot_curves, representative_trials, summarize
+
+AXIS = "data.num_languages"
+METRICS = ("cross_map", "cross_f1@10", "multi_map")
+
+
+def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
+    axis_column = f"axis/{AXIS}"
+    rows = []
+    for dataset in ctx.final_datasets():
+        metrics = [f"final/{dataset}/{m}" for m in METRICS]
+        table = summarize(ctx, metrics)
+        if table.empty or axis_column not in table:
+            continue
+        table = table.rename(columns={axis_column: "num_languages"})
+        table = table.rename(columns=lambda c: c.replace(f"final/{dataset}/", ""))
+        table.insert(1, "dataset", dataset)
+        rows.append(table)
+    if not rows:
+        return {"languages": pd.DataFrame(), "languages_slope": pd.DataFrame()}
+    table = pd.concat(rows, ignore_index=True).sort_values(["dataset", "num_languages"])
+
+    wanted = ctx.spec.report.reference_languages
+    counts = sorted(table["num_languages"].unique())
+    # The reference is the requested count when swept, else the nearest swept count below it
+    # (a scaled-down run); the column says which one was used.
+    below = [c for c in counts if c <= wanted]
+    reference = below[-1] if below else counts[0]
+    table["reference_languages"] = reference
+    for metric in METRICS:
+        ref = table[table["num_languages"] == reference].set_index("dataset")[metric]
+        table[f"{metric}_change_vs_ref"] = table[metric] - table["dataset"].map(ref)
+        table[f"{metric}_change_vs_ref_pct"] = 100 * table[f"{metric}_change_vs_ref"] / table["dataset"].map(ref)
+
+    # Slopes on every trial (seed re-runs count individually), counts >= reference only.
+    slopes = []
+    per_trial = pd.concat(representative_trials(ctx).values(), ignore_index=True)
+    for dataset in table["dataset"].unique():
+        beyond = per_trial[per_trial[f"axis/{AXIS}"] >= reference]
+        for metric in METRICS:
+            column = f"final/{dataset}/{metric}"
+            if column not in beyond:
+                continue
+            fit = fit_slope(beyond[f"axis/{AXIS}"] - reference, beyond[column])
+            slopes.append({"dataset": dataset, "metric": metric, "reference_languages": reference,
+                           "max_languages": counts[-1], **fit})
+    slope_table = pd.DataFrame(slopes)
+    if len(slope_table) and slope_table["dataset"].nunique() > 1:
+        first = slope_table["dataset"].unique()[0]
+        base = slope_table[slope_table["dataset"] == first].set_index("metric")["slope"]
+        slope_table[f"slope_minus_{first}"] = slope_table["slope"] - slope_table["metric"].map(base)
+
+    for metric in METRICS:
+        plot_curves(table, "num_languages", metric, "dataset", ctx.out_dir / f"languages_{metric.replace('@', 'at')}.png",
+                    f"{ctx.spec.name}: {metric} vs number of training languages (ref {reference})",
+                    xlabel="training languages", logx=True)
+    return {"languages": table.reset_index(drop=True), "languages_slope": slope_table}

@@ -1,0 +1,91 @@
+"""Q5: how does the X-X share alpha trade off robustness on low-resource languages?
+
+Per alpha and final dataset: each low-resource language's cross-lingual mAP (its queries
+against every other language's candidates, the mean of its matrix row off the diagonal)
+and multilingual mAP, the worst language, the spread across languages, rank distance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from hybridir.languages import canonical
+from study.questions.common import ReportContext, mean_ci, plot_curves, representative_trials
+
+AXIS = "batching.alpha"
+
+
+def _alpha(ctx: ReportContext, row: pd.Series) -> float:
+    """alpha of a trial: the axis value, else the tuned value, else the base setting."""
+    for column in (f"axis/{AXIS}", f"tuned/{AXIS}"):
+        if column in row and pd.notna(row[column]):
+            return float(row[column])
+    return ctx.spec.train_config({}).batching.effective_alpha
+
+
+def per_language_rows(ctx: ReportContext) -> pd.DataFrame:
+    """One row per (trial, dataset, low-resource language) from the stored matrices."""
+    wanted = [canonical(code) for code in ctx.spec.report.low_resource_languages]
+    rows = []
+    for cell, group in representative_trials(ctx).items():
+        for _, trial in group.iterrows():
+            for dataset, tables in ctx.store.matrices(trial["trial_id"]).items():
+                cross = tables.get("map")
+                multi = tables.get("multilingual")
+                for lang in wanted:
+                    if cross is None or lang not in cross.index:
+                        continue
+                    off_diagonal = cross.loc[lang].drop(labels=[lang], errors="ignore")
+                    rows.append({
+                        "cell": cell, "trial_id": trial["trial_id"], "alpha": _alpha(ctx, trial),
+                        "dataset": dataset, "language": lang,
+                        "cross_map": float(off_diagonal.mean()),
+                        "mono_map": float(cross.loc[lang, lang]) if lang in cross.columns else np.nan,
+                        "multi_map": float(multi.loc[lang, "map"]) if multi is not None and lang in multi.index else np.nan,
+                        "rank_distance": float(multi.loc[lang, "rank_distance"])
+                        if multi is not None and lang in multi.index else np.nan,
+                    })
+    return pd.DataFrame(rows)
+
+
+def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
+    per_language = per_language_rows(ctx)
+    if per_language.empty:
+        return {"ratio": pd.DataFrame(), "ratio_per_language": per_language}
+    # Across seeds first (mean per language), then across languages.
+    by_language = (
+        per_language.groupby(["alpha", "dataset", "language"], as_index=False)
+        .agg(cross_map=("cross_map", "mean"), multi_map=("multi_map", "mean"),
+             mono_map=("mono_map", "mean"), rank_distance=("rank_distance", "mean"), n_seeds=("trial_id", "nunique"))
+    )
+    rows = []
+    for (alpha, dataset), group in by_language.groupby(["alpha", "dataset"], sort=True):
+        worst = group.loc[group["cross_map"].idxmin()]
+        seeds = per_language[(per_language["alpha"] == alpha) & (per_language["dataset"] == dataset)]
+        per_seed_worst = seeds.groupby("trial_id")["cross_map"].min()
+        mean, low, high, n = mean_ci(per_seed_worst)
+        row = {
+            "alpha": alpha, "dataset": dataset, "languages": " ".join(group["language"]),
+            "mean_cross_map": group["cross_map"].mean(),
+            "worst_language": worst["language"], "worst_cross_map": worst["cross_map"],
+            "worst_cross_map_ci_low": low, "worst_cross_map_ci_high": high,
+            "spread_max_minus_min": group["cross_map"].max() - group["cross_map"].min(),
+            "spread_std": group["cross_map"].std(ddof=0),
+            "mean_multi_map": group["multi_map"].mean(),
+            "rank_distance": group["rank_distance"].mean(), "n_seeds": n,
+        }
+        row.update({f"cross_map/{lang}": value for lang, value in zip(group["language"], group["cross_map"])})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for dataset, group in table.groupby("dataset"):
+        plot_curves(group.rename(columns={"worst_cross_map": "worst"}).assign(
+            worst_ci_low=group["worst_cross_map_ci_low"], worst_ci_high=group["worst_cross_map_ci_high"]),
+            "alpha", "worst", None, ctx.out_dir / f"ratio_worst_{dataset}.png",
+            f"{ctx.spec.name}: worst low-resource language cross-lingual mAP vs alpha ({dataset})",
+            xlabel="alpha (share of X-X batches)")
+        plot_curves(by_language[by_language["dataset"] == dataset], "alpha", "cross_map", "language",
+                    ctx.out_dir / f"ratio_per_language_{dataset}.png",
+                    f"{ctx.spec.name}: per-language cross-lingual mAP vs alpha ({dataset})",
+                    xlabel="alpha (share of X-X batches)")
+    return {"ratio": table, "ratio_per_language": by_language}

@@ -1,0 +1,52 @@
+"""Q4: does the best batching (X-X, X-Y, hybrid) depend on model scale?
+
+Per model (preset / depth) x batching mode x final dataset: mono, cross, multi mAP and
+rank distance with CIs over seeds, and per model and dataset the winning mode.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from study.questions.common import ReportContext, plot_curves, summarize
+
+METRICS = ("mono_map", "cross_map", "multi_map", "rank_distance")
+MODEL_AXES = ("model.name", "model.num_layers")
+
+
+def _model_label(ctx: ReportContext, cell: int) -> tuple[str, int]:
+    """A readable model label and its depth (for ordering the ladder)."""
+    config = ctx.spec.train_config(ctx.spec.cells()[cell])
+    name = config.model.name
+    layers = config.model.num_layers
+    if layers is None and "-l" in name:
+        tail = name.rsplit("-l", 1)[-1]
+        layers = int(tail) if tail.isdigit() else None
+    return (f"{name}" + (f" ({layers} layers)" if config.model.num_layers else "")), layers or 12
+
+
+def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
+    frames = []
+    for dataset in ctx.final_datasets():
+        table = summarize(ctx, [f"final/{dataset}/{m}" for m in METRICS])
+        if table.empty:
+            continue
+        table = table.rename(columns=lambda c: c.replace(f"final/{dataset}/", ""))
+        table.insert(1, "dataset", dataset)
+        labels = [_model_label(ctx, int(c)) for c in table["cell"]]
+        table.insert(2, "model", [label for label, _ in labels])
+        table.insert(3, "layers", [layers for _, layers in labels])
+        mode = ctx.spec.train_config(ctx.spec.cells()[0]).batching.mode if ctx.spec.cells() else None
+        table.insert(4, "batching", table.get("axis/batching.mode", mode))
+        frames.append(table)
+    if not frames:
+        return {"scale": pd.DataFrame(), "scale_best_mode": pd.DataFrame()}
+    table = pd.concat(frames, ignore_index=True).sort_values(["dataset", "layers", "batching"])
+    best = (table.loc[table.groupby(["dataset", "model"])["cross_map"].idxmax(), ["dataset", "model", "layers", "batching", "cross_map"]]
+            .rename(columns={"batching": "best_batching_for_cross_map"}))
+    for dataset, group in table.groupby("dataset"):
+        for metric in ("cross_map", "multi_map"):
+            plot_curves(group, "layers", metric, "batching", ctx.out_dir / f"scale_{metric}_{dataset}.png",
+                        f"{ctx.spec.name}: {metric} vs model depth by batching ({dataset})",
+                        xlabel="transformer layers (depth-truncated mE5-small ladder)")
+    return {"scale": table.reset_index(drop=True), "scale_best_mode": best.reset_index(drop=True)}

@@ -1,0 +1,64 @@
+"""The ``python -m hybridir.evaluate`` command: argument checks and an end-to-end run."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from hybridir import evaluate
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "squad"], "unknown --dataset 'squad'"),
+        (["--dataset", "xquad-r", "--languages", "ar,xx"], "--languages"),
+        (["--dataset", "xquad-r", "--languages", "fr"], "fr"),
+        (["--dataset", "mlqa-r", "--max-queries", "0"], "--max-queries must be >= 1"),
+        (["--dataset", "mlqa-r", "--batch-size", "0"], "--batch-size must be >= 1"),
+    ],
+)
+def test_bad_arguments_fail_before_loading(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(evaluate, "run", lambda args: pytest.fail("run() reached with bad arguments"))
+    with pytest.raises(SystemExit):
+        evaluate.main(["--model", "does-not-exist", *argv])
+    assert message in capsys.readouterr().err
+
+
+def test_default_output_directory_is_per_model_and_dataset():
+    args = evaluate.parse_args(["--model", "me5-small-offline", "--dataset", "xquad-r", "--num-layers", "3"])
+    assert args.output.as_posix() == "results/eval/me5-small-offline-l3/xquad-r"
+    assert evaluate.model_slug("intfloat/multilingual-e5-small") == "intfloat-multilingual-e5-small"
+
+
+def test_end_to_end_lareqa_with_a_tiny_encoder(tiny_encoder_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["--model", str(tiny_encoder_dir), "--dataset", "xquad-r", "--languages", "de,el",
+            "--max-queries", "8", "--output", str(out), "--save-embeddings"]  # fmt: skip
+    evaluate.main(argv)
+    printed = capsys.readouterr().out
+    assert "mono" in printed and "rank distance" in printed and "wall time" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_mono_queries"] == 16 and summary["n_multi_queries"] == 16 and summary["n_cross_cells"] == 2
+    assert summary["languages"] == ["de", "el"]
+    assert 0 <= summary["multi_map"] <= 1 and summary["encode_s"] > 0 and summary["load_s"] > 0
+    matrix = pd.read_csv(out / "matrix_map.csv", index_col=0)
+    assert list(matrix.index) == ["de", "el"] and list(matrix.columns) == ["de", "el"]
+    assert matrix.loc["de", "de"] == pytest.approx(pd.read_csv(out / "per_language.csv", index_col=0).loc["de", "mono_map"])
+    assert (out / "multilingual.csv").is_file() and (out / "per_query.parquet").is_file()
+    assert (out / "embeddings" / "candidates.el.npy").is_file()
+    # full candidate pools were encoded: XQuAD-R has 1,276 de and 1,234 el sentences
+    assert summary["n_candidate_texts"] >= 2400
+
+
+def test_end_to_end_bitext(tiny_encoder_dir, tmp_path):
+    out = tmp_path / "bitext"
+    evaluate.main(["--model", str(tiny_encoder_dir), "--dataset", "tatoeba", "--languages", "deu,fra",
+                   "--max-queries", "30", "--output", str(out)])  # fmt: skip
+    pairs = pd.read_csv(out / "pairs.csv")
+    assert sorted(zip(pairs.source, pairs.target)) == [("de", "en"), ("en", "de"), ("en", "fr"), ("fr", "en")]
+    # the 30 sampled ids are spread over the two pairs (Tatoeba ids differ per pair)
+    assert pairs.set_index(["source", "target"]).n_sentences.loc[[("de", "en"), ("fr", "en")]].sum() == 30
+    assert json.loads((out / "summary.json").read_text())["n_candidate_texts"] <= 30

@@ -1,0 +1,218 @@
+"""Report builders on a results directory written through the study's own ResultStore.
+
+Expected rows are derived independently from the inputs (numpy.polyfit, scipy's t
+interval, brute-force Pareto dominance), never copied from the code under test.
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from study.report import build_reports
+from study.questions.common import fit_slope, mean_ci, pareto_mask
+from study.results import ResultStore
+from study.spec import dump_study, load_study
+
+
+def test_fit_slope_matches_polyfit_and_linregress():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 90, 12)
+    y = 0.3 - 0.002 * x + rng.normal(0, 0.01, 12)
+    fit = fit_slope(x, y)
+    slope, intercept = np.polyfit(x, y, 1)
+    reg = stats.linregress(x, y)
+    half = stats.t.ppf(0.975, len(x) - 2) * reg.stderr
+    assert fit["slope"] == pytest.approx(slope) and fit["intercept"] == pytest.approx(intercept)
+    assert (fit["slope_ci_low"], fit["slope_ci_high"]) == pytest.approx((reg.slope - half, reg.slope + half))
+    assert np.isnan(fit_slope([1, 1], [2, 3])["slope"])
+
+
+def test_mean_ci_matches_t_interval():
+    values = [0.31, 0.35, 0.29, 0.33]
+    mean, low, high, n = mean_ci(values + [float("nan")])
+    expected = stats.t.interval(0.95, 3, loc=np.mean(values), scale=stats.sem(values))
+    assert (mean, n) == (pytest.approx(np.mean(values)), 4)
+    assert (low, high) == pytest.approx(expected)
+    assert np.isnan(mean_ci([0.5])[1])
+
+
+def test_pareto_mask_matches_brute_force():
+    rng = np.random.default_rng(1)
+    gain, cost = rng.integers(0, 6, 40).astype(float), rng.integers(0, 6, 40).astype(float)
+    expected = [
+        not any(gain[j] >= gain[i] and cost[j] <= cost[i] and (gain[j] > gain[i] or cost[j] < cost[i])
+                for j in range(len(gain)))
+        for i in range(len(gain))
+    ]
+    assert pareto_mask(gain, cost).tolist() == expected
+
+
+def _trial(spec, trial_id, cell, phase, metrics, seed=None, tuned=None):
+    row = {"trial_id": trial_id, "status": "completed", "phase": phase, "cell": cell, "seed": seed}
+    row.update({f"axis/{k}": v for k, v in (spec.cells()[cell]).items()})
+    row.update({f"tuned/{k}": v for k, v in (tuned or {}).items()})
+    row.update(metrics)
+    return row
+
+
+def test_languages_report_change_and_slope(tmp_path):
+    spec = load_study("languages", ["axes.data.num_languages=[10, 40, 60, 80]"])
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    rng = np.random.default_rng(2)
+    truth = {}
+    for cell, cell_axes in enumerate(spec.cells()):
+        n = cell_axes["data.num_languages"]
+        # a pruned-for-seeds search trial: must be ignored once seed re-runs exist
+        store.append_trial(_trial(spec, f"s{cell}", cell, "search", {"inter/cross_map": 0.5,
+                                                                      "final/xquad-r/cross_map": 0.99}))
+        for seed in range(3):
+            values = {"xquad-r": 0.40 - 0.001 * max(n - 40, 0) + rng.normal(0, 0.005),
+                      "mlqa-r": 0.30 - 0.002 * max(n - 40, 0) + rng.normal(0, 0.005)}
+            metrics = {}
+            for dataset, value in values.items():
+                truth[(n, dataset, seed)] = value
+                metrics.update({f"final/{dataset}/cross_map": value, f"final/{dataset}/cross_f1@10": value / 5,
+                                f"final/{dataset}/multi_map": value / 2})
+            store.append_trial(_trial(spec, f"r{cell}{seed}", cell, "seeds", metrics, seed=seed + 1))
+    out = build_reports(tmp_path)
+    table = pd.read_csv(out / "languages.csv")
+    slopes = pd.read_csv(out / "languages_slope.csv")
+    for dataset in ("xquad-r", "mlqa-r"):
+        means = {n: np.mean([truth[(n, dataset, s)] for s in range(3)]) for n in (10, 40, 60, 80)}
+        rows = table[table["dataset"] == dataset].set_index("num_languages")
+        for n, mean in means.items():
+            assert rows.loc[n, "cross_map"] == pytest.approx(mean)
+            assert rows.loc[n, "cross_map_change_vs_ref"] == pytest.approx(mean - means[40])
+        xs = [n - 40 for n in (40, 60, 80) for _ in range(3)]
+        ys = [truth[(n, dataset, s)] for n in (40, 60, 80) for s in range(3)]
+        slope = slopes[(slopes["dataset"] == dataset) & (slopes["metric"] == "cross_map")].iloc[0]
+        assert slope["slope"] == pytest.approx(np.polyfit(xs, ys, 1)[0])
+        assert slope["slope_ci_low"] < slope["slope"] < slope["slope_ci_high"]
+    assert (out / "languages_cross_map.png").stat().st_size > 0
+    assert "NTREX-128" in (out / "report.md").read_text()
+
+
+def test_batch_report_pareto_and_recommendation(tmp_path):
+    spec = load_study("batch", ["axes.data.num_languages=[5, 20]", "axes.batching.batch_size=[16, 32, 64, 128]"])
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    rng = np.random.default_rng(3)
+    points = {}
+    for cell, axes in enumerate(spec.cells()):
+        acc, cost = float(rng.uniform(0.2, 0.4)), float(rng.uniform(100, 400))
+        points[(axes["data.num_languages"], axes["batching.batch_size"])] = (acc, cost)
+        store.append_trial(_trial(spec, f"t{cell}", cell, "search", {
+            "inter/cross_map": acc, "final/xquad-r/cross_map": acc, "final/xquad-r/multi_map": acc / 2,
+            "final/mlqa-r/cross_map": acc, "final/mlqa-r/multi_map": acc / 2,
+            "train/pairs_per_s_overall": 10.0, "wall_time_s": cost / 2, "worker_seconds": cost}))
+    out = build_reports(tmp_path)
+    table = pd.read_csv(out / "batch.csv")
+    recommendation = pd.read_csv(out / "batch_recommendation.csv").set_index("num_languages")
+    for langs in (5, 20):
+        mine = {b: points[(langs, b)] for b in (16, 32, 64, 128)}
+        front = {b for b, (a, c) in mine.items()
+                 if not any(a2 >= a and c2 <= c and (a2 > a or c2 < c) for a2, c2 in mine.values())}
+        rows = table[table["num_languages"] == langs]
+        assert set(rows[rows["pareto"]]["batch_size"]) == front
+        best = max(mine[b][0] for b in front)
+        eligible = [b for b in front if mine[b][0] >= best - 0.01]
+        assert recommendation.loc[langs, "recommended_batch_size"] == min(eligible, key=lambda b: mine[b][1])
+    assert (out / "batch_pareto.png").stat().st_size > 0
+
+
+def _matrices(values: dict[str, dict[str, float]], multi: dict[str, float]) -> dict:
+    langs = list(values)
+    table = {c: {q: values[q][c] for q in langs} for c in langs}  # DataFrame.to_json column layout
+    return {"xquad-r": {"map": table, "ndcg@10": table,
+                        "multilingual": {"map": multi, "rank_distance": {l: 10.0 for l in langs}}}}
+
+
+def test_ratio_report_worst_language_and_spread(tmp_path):
+    spec = load_study("ratio", ["axes.batching.alpha=[0.0, 1.0]", "report.low_resource_languages=[th, el]"])
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    langs = ["en", "th", "el"]
+    expected = {}
+    rng = np.random.default_rng(4)
+    for cell, axes in enumerate(spec.cells()):
+        values = {q: {c: float(rng.uniform(0, 1)) for c in langs} for q in langs}
+        cross = {l: np.mean([values[l][c] for c in langs if c != l]) for l in ("th", "el")}
+        expected[axes["batching.alpha"]] = cross
+        row = _trial(spec, f"t{cell}", cell, "search", {"inter/cross_map": 0.3, "final/xquad-r/cross_map": 0.3},
+                     tuned={"optim.lr": 1e-4})
+        store.append_trial(row, _matrices(values, {l: 0.5 for l in langs}))
+    out = build_reports(tmp_path)
+    table = pd.read_csv(out / "ratio.csv").set_index("alpha")
+    for alpha, cross in expected.items():
+        worst = min(cross, key=cross.get)
+        assert table.loc[alpha, "worst_language"] == worst
+        assert table.loc[alpha, "worst_cross_map"] == pytest.approx(cross[worst])
+        assert table.loc[alpha, "spread_max_minus_min"] == pytest.approx(max(cross.values()) - min(cross.values()))
+
+
+def test_store_dedupes_rows_of_a_resumed_study(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append_history({"trial_id": "a", "study_step": 10, "inter/cross_map": 0.1})
+    store.append_history({"trial_id": "a", "study_step": 10, "inter/cross_map": 0.2})  # re-reported after resume
+    store.append_history({"trial_id": "a", "study_step": 20, "inter/cross_map": 0.3})
+    store.append_trial({"trial_id": "a", "status": "pruned"})
+    store.append_trial({"trial_id": "a", "status": "completed"})
+    with (store.dir / "trials.jsonl").open("a") as handle:
+        handle.write('{"trial_id": "b", "sta')  # a line cut by a killed driver
+    history = store.history()
+    assert history[["study_step", "inter/cross_map"]].values.tolist() == [[10, 0.2], [20, 0.3]]
+    trials = store.trials()
+    assert trials["trial_id"].tolist() == ["a"] and trials["status"].tolist() == ["completed"]
+
+
+def test_data_report_pairs_with_target_languages(tmp_path):
+    spec = load_study("data", ["axes.data.pairs_per_target_language=[0, 100, all]", "report.target_languages=[th]"])
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    langs = ["en", "de", "th"]
+    rng = np.random.default_rng(5)
+    expected = {}
+    for cell, axes in enumerate(spec.cells()):
+        values = {q: {c: float(rng.uniform(0, 1)) for c in langs} for q in langs}
+        size = axes["data.pairs_per_target_language"]
+        expected[str(size)] = np.mean([values[q][c] for q in langs for c in langs if "th" in (q, c)])
+        row = _trial(spec, f"t{cell}", cell, "search", {"inter/cross_ndcg@10": 0.3})
+        store.append_trial(row, _matrices(values, {l: 0.5 for l in langs}))
+    out = build_reports(tmp_path)
+    pairs = pd.read_csv(out / "data.csv")
+    # only pairs that involve the target language: 3 x 3 minus the 2 x 2 without "th"
+    assert len(pairs) == 3 * 5
+    assert not ((pairs["query_lang"] != "th") & (pairs["candidate_lang"] != "th")).any()
+    per_target = pd.read_csv(out / "data_per_target.csv").astype({"pairs_per_target_language": str})
+    got = per_target.set_index("pairs_per_target_language")["mean_ndcg@10"].to_dict()
+    assert got == pytest.approx(expected)
+
+
+def test_scale_report_best_mode_per_model(tmp_path):
+    spec = load_study("scale", ["axes.model.name=[me5-small-offline-l3, me5-small-offline]",
+                                "axes.batching.mode=[xx, hybrid]"])
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    rng = np.random.default_rng(6)
+    scores = {}
+    for cell, axes in enumerate(spec.cells()):
+        value = float(rng.uniform(0, 1))
+        scores[(axes["model.name"], axes["batching.mode"])] = value
+        metrics = {"inter/cross_map": value}
+        for dataset in ("xquad-r", "mlqa-r", "afriqa"):
+            metrics.update({f"final/{dataset}/{m}": value for m in ("mono_map", "cross_map", "multi_map")})
+            metrics[f"final/{dataset}/rank_distance"] = 5.0
+        store.append_trial(_trial(spec, f"t{cell}", cell, "search", metrics))
+    out = build_reports(tmp_path)
+    best = pd.read_csv(out / "scale_best_mode.csv")
+    for model in ("me5-small-offline-l3", "me5-small-offline"):
+        winner = max(("xx", "hybrid"), key=lambda mode: scores[(model, mode)])
+        rows = best[best["model"] == model]
+        assert set(rows["best_batching_for_cross_map"]) == {winner}
+    table = pd.read_csv(out / "scale.csv")
+    assert sorted(table["layers"].unique()) == [3, 12]

@@ -1,0 +1,97 @@
+"""Grid over axes + Optuna within each cell; ASHA within each cell; concurrency."""
+
+from __future__ import annotations
+
+from collections import Counter
+from types import SimpleNamespace
+
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
+
+from study.search import CellGridSearch, PerCellASHA, max_concurrent_trials
+from study.spec import load_study
+
+SPEC = load_study("ratio", ["axes.batching.alpha=[0.0, 0.5, 1.0]", "search.samples_per_cell=3", "max_steps=40",
+                            "evaluation.intermediate.every=10", "search.asha.grace_period=10"])
+
+
+def drain(searcher: CellGridSearch, prefix: str = "t") -> list[dict]:
+    configs = []
+    while (config := searcher.suggest(f"{prefix}{len(configs)}")) is not Searcher.FINISHED:
+        configs.append(config)
+        searcher.on_trial_complete(f"{prefix}{len(configs) - 1}", {"inter/cross_map": 0.1 * len(configs)})
+    return configs
+
+
+def test_every_cell_gets_its_trials_and_tuned_values_stay_in_range():
+    configs = drain(CellGridSearch(SPEC))
+    assert len(configs) == 9
+    assert Counter(c["cell"] for c in configs) == {0: 3, 1: 3, 2: 3}
+    for config in configs:
+        assert config["axes"] == SPEC.cells()[config["cell"]]
+        assert 1e-5 <= config["tuned"]["optim.lr"] <= 1e-4
+        assert 0.02 <= config["tuned"]["model.temperature"] <= 0.1
+        SPEC.train_config({**config["axes"], **config["tuned"]})  # a valid training config
+
+
+def test_search_is_seeded_and_resumable(tmp_path):
+    first = drain(CellGridSearch(SPEC))
+    assert drain(CellGridSearch(SPEC)) == first
+    other_seed = load_study("ratio", ["axes.batching.alpha=[0.0, 0.5, 1.0]", "search.samples_per_cell=3",
+                                      "search.seed=1"])
+    assert [c["tuned"] for c in drain(CellGridSearch(other_seed))] != [c["tuned"] for c in first]
+
+    interrupted = CellGridSearch(SPEC)
+    for index in range(4):
+        interrupted.suggest(f"t{index}")
+        interrupted.on_trial_complete(f"t{index}", {"inter/cross_map": 0.1 * (index + 1)})
+    interrupted.save(str(tmp_path / "searcher.pkl"))
+    restored = CellGridSearch(SPEC)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    rest = []
+    while (config := restored.suggest(f"t{4 + len(rest)}")) is not Searcher.FINISHED:
+        rest.append(config)
+        restored.on_trial_complete(f"t{3 + len(rest)}", {"inter/cross_map": 0.1 * (4 + len(rest))})
+    assert rest == first[4:]
+
+
+def _trial(trial_id: str, cell: int):
+    return SimpleNamespace(trial_id=trial_id, config={"cell": cell})
+
+
+def test_asha_prunes_within_a_cell_only():
+    scheduler = PerCellASHA(SPEC)
+    strong = [_trial(f"s{i}", 0) for i in range(3)]
+    for trial in strong:
+        scheduler.on_trial_add(None, trial)
+        assert scheduler.on_trial_result(None, trial, {"study_step": 10, "inter/cross_map": 0.9}) == TrialScheduler.CONTINUE
+    weak_other_cell = _trial("w1", 1)
+    scheduler.on_trial_add(None, weak_other_cell)
+    # far below cell 0's trials, but alone in its cell: not pruned
+    assert scheduler.on_trial_result(None, weak_other_cell, {"study_step": 10, "inter/cross_map": 0.1}) == TrialScheduler.CONTINUE
+    weak_same_cell = _trial("w0", 0)
+    scheduler.on_trial_add(None, weak_same_cell)
+    assert scheduler.on_trial_result(None, weak_same_cell, {"study_step": 10, "inter/cross_map": 0.1}) == TrialScheduler.STOP
+
+
+def test_asha_rungs_are_refilled_from_history_after_a_restore():
+    history = [{"trial_id": f"s{i}", "phase": "search", "cell": 0, "study_step": 10, "inter/cross_map": 0.9}
+               for i in range(3)]
+    scheduler = PerCellASHA(SPEC, lambda: history)
+    resumed = _trial("s0", 0)  # re-reports its step after resuming from a checkpoint
+    assert scheduler.on_trial_result(None, resumed, {"study_step": 10, "inter/cross_map": 0.9}) == TrialScheduler.CONTINUE
+    newcomer = _trial("n", 0)
+    assert scheduler.on_trial_result(None, newcomer, {"study_step": 10, "inter/cross_map": 0.1}) == TrialScheduler.STOP
+    empty = PerCellASHA(SPEC, list)
+    assert empty.on_trial_result(None, _trial("n", 0), {"study_step": 10, "inter/cross_map": 0.1}) == TrialScheduler.CONTINUE
+
+
+def test_max_concurrent_trials_from_cluster_resources():
+    cpu = load_study("default")  # 2 workers x 1 CPU
+    assert max_concurrent_trials(cpu, {"CPU": 2, "tune_driver": 1}) == 1
+    assert max_concurrent_trials(cpu, {"CPU": 16, "tune_driver": 8}) == 8
+    assert max_concurrent_trials(cpu, {"CPU": 16, "tune_driver": 3}) == 3
+    gpu = load_study("default", ["resources.use_gpu=true"])
+    assert max_concurrent_trials(gpu, {"CPU": 64, "GPU": 8, "tune_driver": 8}) == 4
+    capped = load_study("default", ["resources.max_concurrent_trials=2"])
+    assert max_concurrent_trials(capped, {"CPU": 64, "tune_driver": 8}) == 2

@@ -1,0 +1,144 @@
+"""Study validation: every bad study is rejected before Ray starts, naming the field."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study.checks import check_data, check_local_resources, check_output_dir
+from study.spec import STUDIES_DIR, TARGET_PAIRS_AXIS, StudyConfigError, apply_sets, load_study
+
+BASE = yaml.safe_load((STUDIES_DIR / "default.yaml").read_text())
+
+
+def edited(path: str, value) -> dict:
+    """The default study with one dotted key set (``axes``/``tune`` keys keep their dots)."""
+    raw = copy.deepcopy(BASE)
+    return apply_sets(raw, [f"{path}={yaml.safe_dump(value, default_flow_style=True).strip()}"])
+
+
+# (case, raw study, text the error must contain): schema-level problems, no data needed.
+SCHEMA_CASES = [
+    ("typo at top level", {**BASE, "serach": {}}, "serach"),
+    ("typo in search", edited("search.sample_per_cell", 2), "search.sample_per_cell"),
+    ("typo in training config", edited("batching.batch_sise", 8), "batching.batch_sise"),
+    ("alpha above 1 on an axis", edited("axes.batching.alpha", [0.5, 1.5]), "batching.alpha"),
+    ("alpha below 0 in base", edited("batching.alpha", -0.1), "batching.alpha"),
+    ("batch size 1", edited("batching.batch_size", 1), "batching.batch_size"),
+    ("batch size axis with 1", edited("axes.batching.batch_size", [1, 8]), "batching.batch_size"),
+    ("empty axis", edited("axes.batching.batch_size", []), "batching.batch_size"),
+    ("bad loguniform", edited("tune.optim.lr", {"distribution": "loguniform", "low": 0, "high": 1e-3}), "tune.optim.lr"),
+    ("tuned value out of range", edited("tune.optim.lr", {"distribution": "uniform", "low": 0.1, "high": 2.0}), "optim.lr"),
+    ("axis and tuned at once", edited("axes.optim.lr", [1e-4, 2e-4]), "optim.lr"),
+    ("eval cadence in base", edited("eval_every", 3), "eval_every"),
+    ("zero workers", edited("resources.num_workers", 0), "resources.num_workers"),
+    ("unknown report", edited("report.builder", "speed"), "report.builder"),
+    ("no final evaluation", edited("evaluation.final", []), "evaluation.final"),
+    ("repeated final dataset", edited("evaluation.final", [{"dataset": "xquad-r"}, {"dataset": "xquad-r"}]), "xquad-r"),
+    ("virtual axis without targets", edited(f"axes.{TARGET_PAIRS_AXIS}", [0, 10]), "report.target_languages"),
+]
+
+
+@pytest.mark.parametrize("case,raw,needle", SCHEMA_CASES, ids=[c[0] for c in SCHEMA_CASES])
+def test_schema_rejects_with_field_name(case, raw, needle):
+    with pytest.raises(StudyConfigError) as info:
+        load_study(raw)
+    assert needle in str(info.value)
+
+
+# Problems that need the data registry (dataset names, languages of sources).
+DATA_CASES = [
+    ("unknown final dataset", edited("evaluation.final", [{"dataset": "xquad-rr"}]), "evaluation.final[0].dataset"),
+    ("unknown intermediate dataset", edited("evaluation.intermediate.dataset", "mlqa"), "evaluation.intermediate.dataset"),
+    ("language not in eval set", edited("evaluation.intermediate.languages", ["en", "sw"]), "evaluation.intermediate.languages[1]"),
+    ("not a language", edited("evaluation.intermediate.languages", ["en", "qqq1"]), "evaluation.intermediate.languages[1]"),
+    ("more languages than NTREX has", edited("axes.data.num_languages", [5, 500]), "data.num_languages=500"),
+    ("unknown training language", edited("data.languages", ["en", "xx"]), "data.languages"),
+    ("unknown training source", edited("data.source", "ntrex256"), "data.source"),
+    ("low-resource language not evaluated", edited("report.low_resource_languages", ["sw"]), "report.low_resource_languages[0]"),
+]
+
+
+@pytest.mark.parametrize("case,raw,needle", DATA_CASES, ids=[c[0] for c in DATA_CASES])
+def test_data_checks_reject_with_field_name(case, raw, needle):
+    if "data.languages" in needle:
+        raw = copy.deepcopy(raw)
+        raw["base"]["data"].pop("num_languages")
+    with pytest.raises(StudyConfigError) as info:
+        check_data(load_study(raw))
+    assert needle in str(info.value)
+
+
+def test_shipped_studies_are_valid():
+    for path in sorted(STUDIES_DIR.glob("*.yaml")):
+        spec = load_study(path)
+        check_data(spec)
+        assert spec.cells() or spec.tune, path
+
+
+def test_resources_beyond_the_machine_are_rejected():
+    spec = load_study(edited("resources.num_workers", 3))
+    with pytest.raises(StudyConfigError, match="resources.num_workers=3"):
+        check_local_resources(spec, cpus=2)
+    gpu = load_study(edited("resources.use_gpu", True))
+    with pytest.raises(StudyConfigError, match="use_gpu"):
+        check_local_resources(gpu, cpus=2, gpus=0)
+    check_local_resources(load_study(BASE), cpus=2)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_is_rejected_non_root(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(StudyConfigError, match="--output"):
+        check_output_dir(locked / "study")
+
+
+def test_output_that_is_a_file_is_rejected(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StudyConfigError, match="--output"):
+        check_output_dir(blocker / "study")
+
+
+def test_cli_fails_before_ray_starts(tmp_path, capsys):
+    import ray
+
+    from study.run import main
+
+    code = main(["--set", "axes.batching.alpha=[0, 2]", "--output", str(tmp_path / "s")])
+    assert code == 2
+    assert "batching.alpha" in capsys.readouterr().err
+    assert not ray.is_initialized()
+    assert not (tmp_path / "s").exists()
+
+
+def test_sets_reach_study_and_training_config():
+    spec = load_study("default", ["max_steps=8", "search.seeds=3", "axes.batching.alpha=[0.25]", "model.num_layers=1"])
+    assert spec.search.seeds == 3
+    assert spec.cells() == [{"batching.alpha": 0.25}]
+    config = spec.train_config(spec.cells()[0], seed=5)
+    assert (config.max_steps, config.batching.alpha, config.model.num_layers, config.seed) == (8, 0.25, 1, 5)
+    # intermediate evaluation and checkpoints share the study's cadence
+    assert config.eval_every == config.checkpoint_every == spec.evaluation.intermediate.every
+
+
+def test_virtual_target_axis_caps_only_target_languages():
+    raw = edited("report.target_languages", ["de", "fr"])
+    raw["axes"] = {TARGET_PAIRS_AXIS: [0, 50, "all"]}
+    spec = load_study(raw)
+    caps = [spec.train_config(cell).data.pairs_per_language for cell in spec.cells()]
+    assert caps == [{"de": 0, "fr": 0}, {"de": 50, "fr": 50}, {}]
+
+
+def test_unknown_study_name_lists_known(tmp_path):
+    with pytest.raises(StudyConfigError, match="known"):
+        load_study("nonexistent")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(StudyConfigError, match=str(bad)):
+        load_study(bad)
