@@ -51,11 +51,34 @@ def _markdown(spec, ctx: ReportContext, tables: dict[str, pd.DataFrame]) -> str:
     counts = ctx.trials["status"].value_counts().to_dict() if not ctx.trials.empty else {}
     lines = [f"# Study `{spec.name}`", "", f"**Question.** {spec.question}", "", "## Deviations from the seed setup", ""]
     lines += [f"- {item}" for item in spec.deviations] or ["- none"]
+    lines += ["", "## Settings of this run (generated; `--set` overrides included)", ""]
+    lines += _settings(spec, ctx)
     lines += ["", f"Trials: {counts or 'none finished yet'}", ""]
     for name, table in tables.items():
         lines += [f"## {name}.csv", ""]
         lines += [_table(table) if len(table) else "(no rows yet)", ""]
     return "\n".join(lines)
+
+
+def _settings(spec, ctx: ReportContext) -> list[str]:
+    """What actually ran, from the frozen study: the YAML's deviation notes may describe the
+    shipped settings while a run overrode them."""
+    base = spec.train_config({})
+    models = sorted(set(ctx.trials.get("model/display_name", pd.Series(dtype=str)).dropna()))
+    lines = [
+        f"- model: {', '.join(models) or base.model.name}"
+        + ("" if models else f" (num_layers={base.model.num_layers})"),
+        f"- training: source {base.data.source}, languages "
+        f"{base.data.languages or f'first {base.data.num_languages}'}, max {base.data.max_pairs_per_language} pairs "
+        f"per language; {base.max_steps} steps of global batch {base.batching.batch_size} ({base.batching.mode})",
+        f"- axes: {spec.axes or 'none'}; tuned: {sorted(spec.tune) or 'nothing'}; "
+        f"{spec.search.samples_per_cell} Optuna trial(s) per cell, {spec.search.seeds} seed re-run(s)",
+        f"- intermediate evaluation: {spec.evaluation.intermediate.model_dump()}",
+    ]
+    lines += [f"- final evaluation: {final.model_dump()}" for final in spec.evaluation.final]
+    lines.append(f"- resources per trial: {spec.resources.num_workers} DDP workers, "
+                 f"{'GPU' if spec.resources.use_gpu else f'{spec.resources.cpus_per_worker:g} CPU'} each")
+    return lines
 
 
 def _table(table: pd.DataFrame) -> str:

@@ -113,7 +113,10 @@ def start_ray(spec: StudySpec, address: str | None) -> dict:
     from study.checks import check_cluster_resources
 
     if address:
-        ray.init(address=address)
+        # Cluster nodes have their own environments: carry the data/model locations and the
+        # offline switches the driver was started with.
+        carried = {k: v for k, v in os.environ.items() if k.startswith(("HYBRIDIR_", "HF_", "TOKENIZERS_"))}
+        ray.init(address=address, runtime_env={"env_vars": carried})
         cluster = ray.cluster_resources()
         check_cluster_resources(spec, cluster)
         return cluster

@@ -202,11 +202,10 @@ def train_worker(loop_config: dict) -> None:
         else:
             result = train(config, output_dir, resume_from=resume_dir, callbacks=[callback], keep_checkpoints=1)
             final_checkpoint = result.checkpoint_dir
-        final = {}
+        final = callback.throughput(config.max_steps)  # before the final evaluation's time
         if callback.rank == 0:
             with evaluation_threads(spec):
-                final = _final_evaluation(spec, callback, final_checkpoint / MODEL_SUBDIR, config.max_steps)
-            final.update(callback.throughput(config.max_steps))
+                final.update(_final_evaluation(spec, callback, final_checkpoint / MODEL_SUBDIR, config.max_steps))
         if dist.is_available() and dist.is_initialized():
             dist.barrier()  # the other ranks wait for rank 0's evaluation before the report
         # No checkpoint this time: the final one was reported with the last step (a retry
