@@ -121,6 +121,13 @@ def start_ray(spec: StudySpec, address: str | None) -> dict:
         check_cluster_resources(spec, cluster)
         return cluster
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from ray._private.services import find_gcs_addresses
+
+    if find_gcs_addresses():
+        # Train's placement-group cleaner locates the State API by auto-detection, which fails
+        # with two local instances: a pruned trial's workers would then never be released.
+        print("[study] warning: another local Ray instance is running on this machine; trials that "
+              "ASHA stops may not release their workers. Run one local study at a time.", flush=True)
     cpus = os.cpu_count() or 1
     need = spec.resources.num_workers * spec.resources.cpus_per_worker
     import torch

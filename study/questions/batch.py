@@ -20,7 +20,7 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     datasets = ctx.final_datasets()
     primary = datasets[0]
     metrics = [f"final/{d}/{m}" for d in datasets for m in ("cross_map", "multi_map")]
-    metrics += ["train/pairs_per_s", "wall_time_s", "worker_seconds"]
+    metrics += ["train/pairs_per_s_overall", "wall_time_s", "worker_seconds"]
     table = summarize(ctx, metrics)
     if table.empty:
         return {"batch": table, "batch_recommendation": pd.DataFrame()}
