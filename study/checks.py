@@ -19,6 +19,7 @@ from hybridir.data.registry import (
     load_train_source,
     train_source_languages,
 )
+from hybridir.data.splits import LeakageError, check_no_leakage
 from hybridir.languages import canonical
 from study.spec import StudyConfigError, StudySpec
 
@@ -80,6 +81,8 @@ def check_data(spec: StudySpec) -> None:
             if _canonical(code, f"{where}: data.languages") not in available:
                 raise StudyConfigError(f"{where}: data.languages: {data.source} has no language {code!r}")
 
+    check_leakage(spec)
+
     final_languages = set()
     for final in spec.evaluation.final:
         final_languages |= set(final.languages and map(canonical, final.languages) or _eval_languages(final.dataset))
@@ -89,6 +92,24 @@ def check_data(spec: StudySpec) -> None:
                 raise StudyConfigError(
                     f"report.low_resource_languages[{index}]: {code!r} is not evaluated by evaluation.final"
                 )
+
+
+def check_leakage(spec: StudySpec) -> None:
+    """No training source of the study shares a question, article or document with an evaluation set.
+
+    The whole source is checked (a superset of any trial's training split), so a study whose
+    training and evaluation data overlap fails before the first trial, not after a reviewer
+    notices inflated numbers.
+    """
+    sources = sorted({spec.train_config(cell).data.source for cell in spec.cells() or [{}]})
+    datasets = sorted({spec.evaluation.intermediate.dataset, *(final.dataset for final in spec.evaluation.final)})
+    for source in sources:
+        pairs = load_train_source(source)
+        for dataset in datasets:
+            try:
+                check_no_leakage(pairs, load_eval_set(dataset))
+            except LeakageError as exc:
+                raise StudyConfigError(f"data.source={source!r} leaks into evaluation dataset {dataset!r}: {exc}") from exc
 
 
 def check_output_dir(path: Path) -> Path:

@@ -27,7 +27,7 @@ import ray.train.torch
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from hybridir.config import TrainConfig
+from hybridir.config import ModelConfig, TrainConfig
 from hybridir.data.registry import load_eval_set
 from hybridir.evaluation import encode_corpus, evaluate_lareqa, subset_corpus
 from hybridir.model import BiEncoder
@@ -35,6 +35,10 @@ from hybridir.train import METRICS_FILE, MODEL_SUBDIR, TrainCallback, train
 from study.results import MATRICES
 from study.search import STEP
 from study.spec import EvalSetSettings, StudySpec
+
+
+EVAL_MAX_QUERY_LENGTH = ModelConfig.model_fields["max_query_length"].default
+EVAL_MAX_PASSAGE_LENGTH = ModelConfig.model_fields["max_passage_length"].default
 
 
 def trial_train_config(spec: StudySpec, config: dict) -> TrainConfig:
@@ -63,7 +67,9 @@ def evaluate(model, corpus, prefix: str) -> tuple[dict, Any]:
     was_training = model.training
     model.eval()
     try:
-        result = evaluate_lareqa(encode_corpus(model, corpus))
+        # The CLI's lengths, not the trial's training lengths: every trial and
+        # `python -m hybridir.evaluate` score the same texts the same way.
+        result = evaluate_lareqa(encode_corpus(model, corpus, max_query_length=EVAL_MAX_QUERY_LENGTH, max_passage_length=EVAL_MAX_PASSAGE_LENGTH))
     finally:
         model.train(was_training)
     return _scalar_summary(result.summary, prefix), result
