@@ -21,7 +21,6 @@ from pathlib import Path
 
 from _common import add_common_args, peak_rss_mib, print_machine, print_table
 
-import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 

@@ -145,7 +145,6 @@ def run_search(args, curves: dict, search_seed: int) -> list[dict]:
             "config": key(result.config["tuned"]["optim.lr"], result.config["tuned"]["batching.alpha"]),
             "steps": int(history[STEP].max()),
             "final": float(history.sort_values(STEP)["inter/cross_map"].iloc[-1]),
-            "started": result.metrics.get("date", ""),
             "trial_id": result.metrics["trial_id"],
         })
     # Trials ran one at a time; Tune numbers trial ids in creation order.
