@@ -1,16 +1,15 @@
 """Validated configuration of one training run (one study trial).
 
 Every knob a study sweeps lives here, so bad values fail with the field's name before any
-data is read or any model is loaded. Languages and dataset names are checked against the
-registries by :func:`hybridir.config.check_against_sources` (it needs the data files).
+data is read or any model is loaded. Languages and source names need the data registry and
+are checked where it is at hand: ``TrainingPool.from_config`` (training) and ``study/checks.py``
+(every cell of a study, before Ray starts).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -95,12 +94,3 @@ class TrainConfig(_Strict):
                 f"optim.warmup_steps={self.optim.warmup_steps} exceeds max_steps={self.max_steps}"
             )
         return self
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"cannot read training config {path}: {exc}") from exc
-        return cls.model_validate(raw)
