@@ -104,15 +104,10 @@ class SentenceTransformersStep:
             prompts={"query": "query: ", "passage": "passage: "},
             router_mapping={"query": "query", "passage": "document"},  # -> query_length / document_length
         )
-        # Same AdamW grouping as hybridir (decay on matrices only), same schedule.
-        decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": config.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=config.optim.lr,
-        )
+        # hybridir's own AdamW grouping (decay on matrices only) and schedule: only the loop differs.
+        self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config)
-        self.trainable = decay + no_decay
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
 
     def __call__(self, refs) -> float:
         queries, passages = pair_texts(refs, self.pairs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from study.questions.common import ReportContext, pareto_mask, summarize
+from study.questions.common import ReportContext, pareto_mask, save_figure, summarize
 
 LANGS, BATCH = "data.num_languages", "batching.batch_size"
 
@@ -57,8 +57,6 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     ax.set_title(f"{ctx.spec.name}: accuracy / cost Pareto fronts", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(ctx.out_dir / "batch_pareto.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, ctx.out_dir / "batch_pareto.png")
     table = table.rename(columns=lambda c: c.replace("final/", "").replace("/", "_"))
     return {"batch": table, "batch_recommendation": pd.DataFrame(recommendations)}

@@ -151,6 +151,11 @@ def plot_curves(frame: pd.DataFrame, x: str, metric: str, by: str | None, path: 
     if by:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG and free it (reports build many figures in one process)."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -170,10 +175,7 @@ def plot_heatmap(matrix: pd.DataFrame, path: Path, title: str) -> Path:
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=5, color="w")
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_learning_curves(ctx: ReportContext, path: Path) -> Path | None:
@@ -189,7 +191,4 @@ def plot_learning_curves(ctx: ReportContext, path: Path) -> Path | None:
     ax.set_ylabel(metric)
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
