@@ -36,17 +36,28 @@ from hybridir.config import TrainConfig
 from hybridir.train import METRICS_LOG, TrainCallback, train
 
 
+def machine_busy_cpu_s() -> float:
+    """CPU seconds all processes on this machine have used since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 class Timeline(TrainCallback):
-    """Rank 0 writes when its worker entered and when the first loop report arrived."""
+    """Rank 0 records when its worker entered, when the first loop report arrived, and at each
+    report its own CPU time and the whole machine's: the profile of where step time goes."""
 
     def __init__(self, out: Path, entered: float):
-        self.out, self.entered, self.first = out, entered, None
+        self.out, self.entered, self.first, self.marks = out, entered, None, []
 
     def on_log(self, step: int, metrics: dict) -> None:
         if self.first is None:
             # elapsed_s runs from the start of the loop: subtract it to date the first step.
             self.first = time.time() - metrics["elapsed_s"]
-            (self.out / "timeline.json").write_text(json.dumps({"entered": self.entered, "loop_start": self.first}))
+        self.marks.append([step, time.process_time(), machine_busy_cpu_s()])
+        (self.out / "timeline.json").write_text(
+            json.dumps({"entered": self.entered, "loop_start": self.first, "marks": self.marks})
+        )
 
 
 def run_loop(config_json: str, out_dir: str, rank: int) -> None:
@@ -80,9 +91,20 @@ def steady_s_per_step(out: Path) -> float:
     return sum(r["s_per_step"] * n for r, n in zip(later, steps)) / sum(steps)
 
 
-def result(out: Path, started: float, finished: float) -> dict:
+def cpu_profile(timeline: dict, workers: int) -> dict:
+    """Per step after the warm-up window: rank 0's CPU seconds, and the CPU seconds the rest of
+    the machine used beside the workers (Ray's daemons and controller, the driver, anything else)."""
+    (step0, cpu0, busy0), (step1, cpu1, busy1) = timeline["marks"][0], timeline["marks"][-1]
+    steps = max(step1 - step0, 1)
+    worker = (cpu1 - cpu0) / steps
+    machine = (busy1 - busy0) / steps
+    return {"worker_cpu_s_per_step": worker, "other_cpu_s_per_step": max(machine - worker * max(workers, 1), 0.0)}
+
+
+def result(out: Path, started: float, finished: float, workers: int = 1) -> dict:
     timeline = json.loads((out / "timeline.json").read_text())
     return {
+        **cpu_profile(timeline, workers),
         "s_per_step": steady_s_per_step(out),
         "to_worker_s": timeline["entered"] - started,
         "setup_s": timeline["loop_start"] - timeline["entered"],
@@ -106,7 +128,7 @@ def run_ray(config: TrainConfig, workers: int, storage: Path, name: str) -> dict
     )
     started = time.time()
     trainer.fit()
-    return result(out, started, time.time())
+    return result(out, started, time.time(), workers)
 
 
 def run_plain_ddp(config: TrainConfig, workers: int) -> dict:
@@ -115,7 +137,7 @@ def run_plain_ddp(config: TrainConfig, workers: int) -> dict:
     out = Path(tempfile.mkdtemp(prefix="bench-ddp-"))
     started = time.time()
     mp.spawn(_spawned, args=(workers, free_port(), config.model_dump_json(), str(out)), nprocs=workers, join=True)
-    return result(out, started, time.time())
+    return result(out, started, time.time(), workers)
 
 
 def main(argv=None) -> None:
@@ -163,6 +185,13 @@ def main(argv=None) -> None:
         ["run", "s/step", "vs num_workers=0", "start-up s", "to worker s", "data+model set-up s", "wall s"],
         rows,
     )
+    print_table(
+        "CPU profile per step after warm-up (rank 0 worker; everything else on the machine)",
+        ["run", "worker CPU s/step", "other CPU s/step", "wall s/step"],
+        [[name, r["worker_cpu_s_per_step"], r["other_cpu_s_per_step"], r["s_per_step"]]
+         for name, r in (("Ray Train, num_workers=0", single), (f"Ray Train, {args.workers} workers DDP", ray_ddp),
+                         (f"torch DDP without Ray, {args.workers} processes", plain))],
+    )  # fmt: skip
     overhead = ray_ddp["s_per_step"] / plain["s_per_step"] - 1
     print(f"Ray per-step overhead beyond plain DDP: {100 * overhead:+.1f}% (target <= +10%)")
     print(f"Ray fixed start-up cost beyond plain DDP: {ray_ddp['startup_s'] - plain['startup_s']:.1f} s")

@@ -359,10 +359,45 @@ def save_checkpoint(
     if dist.is_available() and dist.is_initialized():
         rng_states = [None] * dist.get_world_size()
         dist.all_gather_object(rng_states, _rng_state())
+    failure = None
     if rank == 0:
-        # Write to a temporary sibling and rename: a killed run never leaves a half checkpoint.
-        partial = directory.with_name(directory.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            _write_checkpoint(directory, model, optimizer, scheduler, config, progress, metrics, rng_states)
+        except Exception as exc:  # noqa: BLE001 - torch reports a full disk as RuntimeError
+            failure = (
+                f"could not write checkpoint {directory}: {type(exc).__name__}: {exc} "
+                f"[{_free_space(directory.parent)}]. Earlier checkpoints and {METRICS_LOG} in "
+                f"{directory.parent.parent} are intact; free space or choose another output "
+                "directory, then resume from the last complete checkpoint."
+            )
+    if dist.is_available() and dist.is_initialized():
+        # Every rank learns whether rank 0's write worked (and waits until the directory
+        # exists): a failure stops all ranks together instead of leaving them in a collective.
+        outcome = [failure]
+        dist.broadcast_object_list(outcome, src=0)
+        failure = outcome[0]
+    if failure:
+        raise CheckpointWriteError(failure)
+    return directory
+
+
+def _free_space(path: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(path).free / 2**20:.1f} MiB free there"
+    except OSError as exc:
+        return f"free space unknown: {exc.strerror or exc}"
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, quota, unwritable storage)."""
+
+
+def _write_checkpoint(directory, model, optimizer, scheduler, config, progress, metrics, rng_states) -> None:
+    # Write to a temporary sibling and rename: a killed or failed write never leaves a half
+    # checkpoint, and the previous one is pruned only after this one is complete.
+    partial = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
         model.save(partial / MODEL_SUBDIR)
         state = {
             "step": progress.step,
@@ -376,11 +411,11 @@ def save_checkpoint(
         torch.save(state, partial / TRAINER_STATE_FILE)
         (partial / CONFIG_FILE).write_text(config.model_dump_json(indent=2) + "\n")
         (partial / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-        shutil.rmtree(directory, ignore_errors=True)
-        partial.rename(directory)
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()  # the other ranks report the directory only once it exists
-    return directory
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # give the space back
+        raise
+    shutil.rmtree(directory, ignore_errors=True)
+    partial.rename(directory)
 
 
 def _read_checkpoint(directory: Path, config: TrainConfig, world_size: int) -> Path:
@@ -480,7 +515,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = train(config, Path(args.output), resume_from=args.resume, callbacks=[PrintMetrics()])
+    try:
+        result = train(config, Path(args.output), resume_from=args.resume, callbacks=[PrintMetrics()])
+    except CheckpointWriteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps({"step": result.step, "checkpoint_dir": str(result.checkpoint_dir),
                       "model_dir": str(result.model_dir), "metrics": result.metrics}, indent=2))  # fmt: skip
     return 0

@@ -112,8 +112,8 @@ def check_leakage(spec: StudySpec) -> None:
                 raise StudyConfigError(f"data.source={source!r} leaks into evaluation dataset {dataset!r}: {exc}") from exc
 
 
-def check_output_dir(path: Path) -> Path:
-    """Create ``path`` if needed and prove it writable, naming ``--output`` otherwise."""
+def check_output_dir(path: Path, field: str = "--output") -> Path:
+    """Create ``path`` if needed and prove it writable, naming ``field`` otherwise."""
     path = Path(path).expanduser().resolve()
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -121,8 +121,15 @@ def check_output_dir(path: Path) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise StudyConfigError(f"--output {path}: not a writable directory ({exc.strerror or exc})") from None
+        raise StudyConfigError(f"{field} {path}: not a writable directory ({exc.strerror or exc})") from None
     return path
+
+
+def check_storage_path(spec: StudySpec) -> None:
+    """A local ``resources.storage_path`` must be writable (remote URIs are Ray's to check)."""
+    storage = spec.resources.storage_path
+    if storage and "://" not in storage:
+        check_output_dir(Path(storage), field="resources.storage_path")
 
 
 def check_local_resources(spec: StudySpec, cpus: int | None = None, gpus: int | None = None) -> None:

@@ -88,15 +88,22 @@ def resolve_spec(args: argparse.Namespace) -> tuple[StudySpec, Path]:
 
 def prepare(args: argparse.Namespace) -> tuple[StudySpec, Path]:
     """All validation, before Ray starts: schema, data, output directory, local resources."""
-    from study.checks import check_data, check_local_resources, check_output_dir
+    from study.checks import check_data, check_local_resources, check_output_dir, check_storage_path
 
     spec, output = resolve_spec(args)
     if args.resume is None and (output / SPEC_FILE).exists():
         raise StudyConfigError(f"--output {output} already holds a study; use --resume {output} or a new --output")
     if args.address is None:
         check_local_resources(spec)
-    check_data(spec)
+    try:
+        check_data(spec)
+    except StudyConfigError:
+        raise
+    except (ValueError, OSError) as exc:
+        # A data file missing, altered or malformed: its message names the file.
+        raise StudyConfigError(f"data: {exc}") from exc
     output = check_output_dir(output)
+    check_storage_path(spec)
     if args.resume is None:
         dump_study(spec, output / SPEC_FILE)
     return spec, output
@@ -160,50 +167,96 @@ def _trainable(spec: StudySpec, storage: str, experiment: str, cluster: dict):
     )
 
 
-def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, scheduler, num_samples, cluster):
-    """Start or restore one Tune experiment and run it to the end."""
+def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, scheduler, cluster):
+    """Start, restore or recover one Tune experiment and run it to the end.
+
+    Restore: Tune's saved state is read first; if a file of it is broken the experiment
+    directory is moved aside and the phase continues as a new experiment whose searcher skips
+    every trial the results table already holds (the interrupted trial starts over).
+    """
     from ray import tune
 
-    from study.results import ResultsCallback
+    from study.results import ResultsCallback, ResultStore
     from study.search import max_concurrent_trials
 
+    total = searcher.total_trials
     trainable = _trainable(spec, storage, experiment, cluster)
     path = f"{storage.rstrip('/')}/{experiment}"
-    if tune.Tuner.can_restore(path):
-        print(f"[study] restoring {experiment} experiment from {path}", flush=True)
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
-    else:
+    tuner = _restore(path, experiment, trainable)
+    if tuner is None:
+        done = _finished_rows(ResultStore(output), experiment)
+        if done:
+            skipped = searcher.skip_finished(done)
+            print(f"[study] {experiment}: {skipped} trial(s) already in results/ are kept; "
+                  f"{searcher.remaining_trials} left to run", flush=True)
         resources = spec.resources.model_dump()
         local_storage = "://" not in storage
         cleanup = storage if local_storage and not spec.resources.keep_checkpoints else None
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=num_samples,
-                max_concurrent_trials=max_concurrent_trials(spec, cluster),
-                trial_dirname_creator=lambda trial: f"trial-{trial.trial_id}",
-            ),
-            run_config=tune.RunConfig(
-                name=experiment,
-                storage_path=storage,
-                callbacks=[ResultsCallback(output, resources, train_runs_dir=cleanup, experiment=experiment)],
-                # Retries happen inside Train (FailureConfig, from the last checkpoint).
-                failure_config=tune.FailureConfig(max_failures=0),
-                verbose=0,  # progress lines come from ResultsCallback
-            ),
-        )
-    grid = tuner.fit()
-    recorder = ResultsCallback(output, spec.resources.model_dump(), train_runs_dir=None, experiment=experiment)
-    recorder.reconcile(grid)
+        if searcher.remaining_trials > 0:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher,
+                    scheduler=scheduler,
+                    num_samples=searcher.remaining_trials,
+                    max_concurrent_trials=max_concurrent_trials(spec, cluster),
+                    trial_dirname_creator=lambda trial: f"trial-{trial.trial_id}",
+                ),
+                run_config=tune.RunConfig(
+                    name=experiment,
+                    storage_path=storage,
+                    callbacks=[ResultsCallback(output, resources, train_runs_dir=cleanup, experiment=experiment)],
+                    # Retries happen inside Train (FailureConfig, from the last checkpoint).
+                    failure_config=tune.FailureConfig(max_failures=0),
+                    verbose=0,  # progress lines come from ResultsCallback
+                ),
+            )
+    if tuner is not None:
+        grid = tuner.fit()
+        recorder = ResultsCallback(output, spec.resources.model_dump(), train_runs_dir=None, experiment=experiment)
+        recorder.reconcile(grid)
     # Tune returns normally after Ctrl-C; the study's own table says whether every trial of
     # this phase finished (experiment names are the phase names).
-    trials = recorder.store.trials()
-    finished = int((trials["phase"] == experiment).sum()) if len(trials) else 0
-    if finished < num_samples:
-        raise StudyInterrupted(f"{experiment}: {finished} of {num_samples} trials finished")
-    return grid
+    finished = len(_finished_rows(ResultStore(output), experiment))
+    if finished < total:
+        raise StudyInterrupted(f"{experiment}: {finished} of {total} trials finished")
+
+
+def _finished_rows(store, experiment: str) -> list[dict]:
+    trials = store.trials()
+    if trials.empty:
+        return []
+    return trials[trials["phase"] == experiment].to_dict("records")
+
+
+def _restore(path: str, experiment: str, trainable):
+    """The restored Tuner, or None when there is nothing (usable) to restore."""
+    from ray import tune
+
+    from study.recovery import broken_state, has_state, quarantine
+
+    local = "://" not in path
+    if local and not has_state(Path(path)):
+        return None
+    if not local and not tune.Tuner.can_restore(path):
+        return None
+    problem = broken_state(Path(path)) if local else None
+    if problem is None:
+        try:
+            print(f"[study] restoring {experiment} experiment from {path}", flush=True)
+            return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+        except Exception as exc:  # noqa: BLE001 - reported with the path, then recovered from
+            problem = f"{path}/tuner.pkl: {type(exc).__name__}: {exc}"
+    if not local:
+        raise StudyConfigError(
+            f"Tune state at {path} cannot be restored ({problem}); move it away and --resume again: "
+            "the finished trials in results/ are kept"
+        )
+    moved = quarantine(Path(path))
+    print(f"[study] warning: Tune's saved state is broken: {problem}. It was moved to {moved}; "
+          f"continuing {experiment} from the trials already in results/ (an interrupted trial starts over).",
+          flush=True)
+    return None
 
 
 class StudyInterrupted(RuntimeError):
@@ -257,12 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         searcher = CellGridSearch(spec)
         scheduler = PerCellASHA(spec, functools.partial(history_rows, str(output))) if spec.search.asha else None
-        run_experiment(spec, output, storage, SEARCH, searcher, scheduler, searcher.total_trials, cluster)
+        run_experiment(spec, output, storage, SEARCH, searcher, scheduler, cluster)
         if spec.search.seeds:
             configs = seed_configs(spec, output)
             if configs:
                 fixed = FixedConfigSearch(configs, intermediate_metric(spec), spec.search.mode)
-                run_experiment(spec, output, storage, SEEDS, fixed, None, len(configs), cluster)
+                run_experiment(spec, output, storage, SEEDS, fixed, None, cluster)
+    except StudyConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except StudyInterrupted as exc:
         print(f"[study] interrupted ({exc}); continue with: python study/run.py --resume {output}", flush=True)
         build_reports(output)

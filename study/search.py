@@ -13,6 +13,7 @@ A trial's config is ``{"phase", "cell", "axes": {path: value}, "tuned": {path: v
 
 from __future__ import annotations
 
+import json
 import pickle
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -43,9 +44,38 @@ def intermediate_metric(spec: StudySpec) -> str:
     return f"inter/{spec.search.metric}"
 
 
+def startup_trials(samples_per_cell: int) -> int:
+    """TPE's random start-up trials for a cell's budget.
+
+    Optuna's default (10) turns a cell with fewer samples into pure random search; a third
+    of the budget (at least 1, at most Optuna's 10) leaves the rest to the model.
+    """
+    return max(1, min(10, samples_per_cell // 3))
+
+
+def discrete_space_size(spec: StudySpec) -> int | None:
+    """How many distinct tuned configurations exist (None: a continuous space)."""
+    size = 1
+    for param in spec.tune.values():
+        if param.distribution == "choice":
+            size *= len(param.values)
+        elif param.distribution == "int":
+            size *= int(param.high) - int(param.low) + 1
+        else:
+            return None
+    return size
+
+
 class CellGridSearch(Searcher):
     """Hands out ``samples_per_cell`` trials for every grid cell, round-robin over cells,
-    each cell's tuned values suggested by its own seeded OptunaSearch."""
+    each cell's tuned values suggested by its own seeded OptunaSearch (TPE).
+
+    In a discrete space TPE proposes configurations it has already tried (a repeat would
+    train the same config and seed again); those are told back to Optuna with the known
+    outcome and asked again, until the cell's space is exhausted.
+    """
+
+    MAX_REDRAWS = 100
 
     def __init__(self, spec: StudySpec):
         super().__init__(metric=intermediate_metric(spec), mode=spec.search.mode)
@@ -57,43 +87,107 @@ class CellGridSearch(Searcher):
                 space=space,
                 metric=self.metric,
                 mode=self.mode,
-                seed=spec.search.seed + index,
+                sampler=optuna.samplers.TPESampler(
+                    seed=spec.search.seed + index, n_startup_trials=startup_trials(self._budget)
+                ),
                 study_name=f"cell-{index}",
             )
             if space
             else None
             for index in range(len(self._cells))
         ]
+        self._space_size = discrete_space_size(spec) if space else None
         self._issued = 0
+        self._remaining = [self._budget] * len(self._cells)
         self._owner: dict[str, int] = {}
+        # Per cell: tuned config (as sorted JSON) -> last known objective (None: running).
+        self._tried: list[dict[str, float | None]] = [{} for _ in self._cells]
+        self._config_of: dict[str, str] = {}
+        self._optuna_id: dict[str, str] = {}
+        self._redraws = 0
 
     @property
     def total_trials(self) -> int:
         return len(self._cells) * self._budget
+
+    @property
+    def remaining_trials(self) -> int:
+        return sum(self._remaining)
+
+    def skip_finished(self, rows: list[dict]) -> int:
+        """Count trials the study already finished (rows of its results table) against their
+        cells' budgets and tell each cell's Optuna their outcomes, so a study whose Tune state
+        was lost continues where its results stand. Returns how many were skipped."""
+        skipped = 0
+        for row in rows:
+            cell = int(row["cell"])
+            if not 0 <= cell < len(self._cells) or self._remaining[cell] == 0:
+                continue
+            self._remaining[cell] -= 1
+            skipped += 1
+            searcher = self._optuna[cell]
+            if searcher is None:
+                continue
+            tuned = {key[len("tuned/"):]: _plain(value) for key, value in row.items() if key.startswith("tuned/")}
+            value = row.get(self.metric)
+            missing = value is None or value != value  # NaN
+            searcher.add_evaluated_point(tuned, None if missing else float(value), error=missing)
+            self._tried[cell][json.dumps(tuned, sort_keys=True)] = None if missing else float(value)
+        return skipped
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         # Metric and mode come from the study, never from TuneConfig defaults.
         return True
 
     def suggest(self, trial_id: str) -> dict | None:
-        if self._issued >= self.total_trials:
+        open_cells = [c for c in range(len(self._cells)) if self._remaining[c] > 0]
+        if not open_cells:
             return Searcher.FINISHED
-        cell = self._issued % len(self._cells)
-        self._issued += 1
+        # Round-robin over the cells that still have budget.
+        cell = next((c for c in open_cells if c >= self._issued % len(self._cells)), open_cells[0])
+        self._issued = cell + 1
+        self._remaining[cell] -= 1
         self._owner[trial_id] = cell
-        searcher = self._optuna[cell]
-        tuned = searcher.suggest(trial_id) if searcher else {}
+        tuned = self._suggest_new(cell, trial_id)
         return {"phase": "search", "cell": cell, "axes": self._cells[cell], "tuned": tuned, "seed": None}
+
+    def _suggest_new(self, cell: int, trial_id: str) -> dict:
+        searcher = self._optuna[cell]
+        if searcher is None:
+            return {}
+        tried = self._tried[cell]
+        exhausted = self._space_size is not None and len(tried) >= self._space_size
+        for attempt in range(self.MAX_REDRAWS):
+            # Each ask gets its own Optuna trial id; the Tune trial keeps the accepted one.
+            optuna_id = trial_id if attempt == 0 else f"{trial_id}#redraw{attempt}"
+            tuned = searcher.suggest(optuna_id)
+            config = json.dumps(tuned, sort_keys=True)
+            if exhausted or config not in tried:
+                break
+            # A repeat: tell Optuna its known objective (FAIL while the first run is still
+            # going) so TPE learns from it, then ask again.
+            known = tried[config]
+            searcher.on_trial_complete(
+                optuna_id, result=None if known is None else {self.metric: known}, error=known is None
+            )
+            self._redraws += 1
+        tried.setdefault(config, None)
+        self._optuna_id[trial_id] = optuna_id
+        self._config_of[trial_id] = config
+        return tuned
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         searcher = self._cell_searcher(trial_id)
         if searcher and self.metric in result:
-            searcher.on_trial_result(trial_id, result)
+            searcher.on_trial_result(self._optuna_id.get(trial_id, trial_id), result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         searcher = self._cell_searcher(trial_id)
         if searcher:
-            searcher.on_trial_complete(trial_id, result=result, error=error)
+            searcher.on_trial_complete(self._optuna_id.get(trial_id, trial_id), result=result, error=error)
+        config = self._config_of.get(trial_id)
+        if config is not None and result and self.metric in result and not error:
+            self._tried[self._owner[trial_id]][config] = float(result[self.metric])
 
     def _cell_searcher(self, trial_id: str) -> OptunaSearch | None:
         cell = self._owner.get(trial_id)
@@ -108,8 +202,28 @@ class CellGridSearch(Searcher):
             self.__dict__.update(pickle.load(handle))
 
 
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
 class FixedConfigSearch(Searcher):
     """Runs a prepared list of trial configs once each (the ``--seeds`` re-runs)."""
+
+    @property
+    def total_trials(self) -> int:
+        return len(self._configs)
+
+    @property
+    def remaining_trials(self) -> int:
+        return len(self._configs) - self._issued
+
+    def skip_finished(self, rows: list[dict]) -> int:
+        """Drop configs whose (cell, seed) the results table already holds."""
+        done = {(int(row["cell"]), int(row["seed"])) for row in rows}
+        pending = self._configs[self._issued:]
+        kept = [c for c in pending if (int(c["cell"]), int(c["seed"])) not in done]
+        self._configs = self._configs[: self._issued] + kept
+        return len(pending) - len(kept)
 
     def __init__(self, configs: list[dict], metric: str, mode: str):
         super().__init__(metric=metric, mode=mode)

@@ -140,6 +140,20 @@ class StudyCallback(TrainCallback):
         pairs = (step - self._origin[1]) * self.config.batching.batch_size
         return {"train/pairs_per_s_overall": pairs / seconds, "train/step_seconds": seconds}
 
+    def replay_checkpoint_report(self, directory: Path) -> None:
+        """Report a restored checkpoint's step again (all ranks, no checkpoint).
+
+        The driver may have died after Train persisted this checkpoint but before it wrote
+        the step's history row; the study's history dedups repeats, so re-reporting closes
+        that gap instead of leaving a hole in the resumed trial's learning curve.
+        """
+        metrics = json.loads((directory / METRICS_FILE).read_text())
+        step = int(metrics["step"])
+        self.on_log(step, metrics)
+        self._origin = None  # throughput counts this session's steps only
+        # The marker shows in results/history where a retry or a resumed study picked up.
+        ray.train.report({STEP: step, **self.last_log, "train/resumed_from_step": step})
+
     def on_checkpoint(self, step: int, directory: Path, metrics: dict) -> None:
         started = time.perf_counter()
         self._add_overhead(started - self._logged_at)  # the checkpoint write
@@ -202,6 +216,8 @@ def train_worker(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     with contextlib.ExitStack() as stack:
         resume_dir = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
+        if resume_dir is not None:
+            callback.replay_checkpoint_report(resume_dir)
         if resume_dir is not None and _checkpoint_step(resume_dir) >= config.max_steps:
             # Died after training, during the final evaluation: only that is redone.
             final_checkpoint = resume_dir

@@ -95,3 +95,25 @@ def test_max_concurrent_trials_from_cluster_resources():
     assert max_concurrent_trials(gpu, {"CPU": 64, "GPU": 8, "tune_driver": 8}) == 4
     capped = load_study("default", ["resources.max_concurrent_trials=2"])
     assert max_concurrent_trials(capped, {"CPU": 64, "tune_driver": 8}) == 2
+
+
+def test_discrete_space_never_repeats_a_configuration_until_exhausted():
+    spec = load_study("ratio", [
+        "axes.batching.alpha=[0.0]", "search.samples_per_cell=8",
+        'tune={"optim.lr": {"distribution": "choice", "values": [1e-5, 3e-5, 1e-4]}, '
+        '"model.temperature": {"distribution": "choice", "values": [0.02, 0.05]}}',
+    ])
+    searcher = CellGridSearch(spec)
+    configs = drain(searcher)
+    keys = [tuple(sorted(c["tuned"].items())) for c in configs]
+    assert len(keys) == 8
+    assert len(set(keys[:6])) == 6, "the 6 configurations of the space come first, each once"
+    assert set(keys[6:]) <= set(keys[:6])  # then repeats, as the budget exceeds the space
+    # Repeats of running trials are told to Optuna as failed; nothing leaks into Tune's ids.
+    assert searcher._redraws > 0
+
+
+def test_tpe_startup_scales_with_the_cell_budget():
+    from study.search import startup_trials
+
+    assert [startup_trials(n) for n in (1, 3, 4, 9, 30, 100)] == [1, 1, 1, 3, 10, 10]

@@ -142,3 +142,44 @@ def test_unknown_study_name_lists_known(tmp_path):
     bad.write_text("name: [unclosed")
     with pytest.raises(StudyConfigError, match=str(bad)):
         load_study(bad)
+
+
+# The command line, end to end: each invalid study is refused with exit code 2 and the field
+# named, before Ray starts and before the output directory is created.
+CLI_CASES = [
+    ("type: batch size not a number", ["batching.batch_size=sixteen"], "batching.batch_size"),
+    ("type: alpha axis not a list", ["axes.batching.alpha=half"], "batching.alpha"),
+    ("range: negative learning rate", ["optim.lr=-0.001"], "optim.lr"),
+    ("range: zero CPUs per worker", ["resources.cpus_per_worker=0"], "resources.cpus_per_worker"),
+    ("range: negative retries", ["resources.max_failures=-1"], "resources.max_failures"),
+    ("unknown key in resources", ["resources.num_gpus=1"], "resources.num_gpus"),
+    ("unknown key in the model", ["model.layers=2"], "model.layers"),
+    ("more workers than CPUs", ["resources.num_workers=64"], "resources.num_workers=64"),
+    ("GPUs requested on a CPU machine", ["resources.use_gpu=true"], "use_gpu"),
+    ("more CPUs per worker than the machine", ["resources.cpus_per_worker=16"], "resources.cpus_per_worker"),
+    ("language missing from the training source", ["data.num_languages=null", "data.languages=[en, zu_XX]"],
+     "data.languages"),
+    ("language missing from the evaluation set", ["evaluation.intermediate.languages=[en, sw]"],
+     "evaluation.intermediate.languages[1]"),
+    ("unwritable storage path", ["resources.storage_path=/proc/hybridir-storage"], "resources.storage_path"),
+]
+
+
+@pytest.mark.parametrize("case,sets,needle", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_cli_rejects_each_invalid_study_before_ray(case, sets, needle, tmp_path, capsys):
+    import ray
+
+    from study.run import main
+
+    if case == "GPUs requested on a CPU machine":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    args = [arg for value in sets for arg in ("--set", value)]
+    code = main([*args, "--output", str(tmp_path / "study")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert needle in err, err
+    assert not ray.is_initialized()
+    assert not (tmp_path / "study" / "ray").exists()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,3 +178,18 @@ def _sha256(path: Path) -> str:
 def read_text(file: DataFile, mirror: str | os.PathLike | None = None) -> str:
     """Resolve and read a file as UTF-8 text."""
     return resolve(file, mirror).read_text(encoding="utf-8")
+
+
+def read_squad_articles(path: str | os.PathLike) -> list[dict]:
+    """The ``data`` list of a SQuAD-format JSON file; ValueError naming the file if it is
+    not JSON (e.g. cut short) or has no ``data`` list."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON (cut short or corrupted?): {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("data"), list):
+        raise ValueError(f"{path}: not a SQuAD-format file (no top-level 'data' list)")
+    return document["data"]

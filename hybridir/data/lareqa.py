@@ -23,11 +23,10 @@ Files: SQuAD JSON where every paragraph also lists its ``sentences`` and their
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from hybridir.data.files import data_file, resolve
+from hybridir.data.files import data_file, read_squad_articles, resolve
 from hybridir.data.types import RetrievalCorpus
 
 LAREQA_REPO = "google-research-datasets/lareqa"
@@ -75,9 +74,15 @@ def parse_lareqa_file(path: Path, language: str) -> LareqaFile:
 
 @functools.lru_cache(maxsize=64)
 def _parse_cached(path: str, language: str) -> LareqaFile:
+    try:
+        return _parse(path, language)
+    except KeyError as exc:
+        raise ValueError(f"{path}: a question, paragraph or article lacks the field {exc}") from None
+
+
+def _parse(path: str, language: str) -> LareqaFile:
     # resolve() verified the bytes at this path, so the path identifies the content.
-    with open(path, encoding="utf-8") as handle:
-        articles = json.load(handle)["data"]
+    articles = read_squad_articles(path)
     questions: dict[str, str] = {}
     candidates: dict[str, str] = {}
     relevant: dict[str, str] = {}

@@ -12,9 +12,8 @@ then Romanian (added to XQuAD later, not in XQuAD-R). Items follow the English f
 from __future__ import annotations
 
 import functools
-import json
 
-from hybridir.data.files import data_file, resolve
+from hybridir.data.files import data_file, read_squad_articles, resolve
 from hybridir.data.lareqa import wiki_group
 from hybridir.data.types import ParallelPairs
 from hybridir.languages import canonical
@@ -26,8 +25,7 @@ XQUAD_LANGUAGE_ORDER = ("en", "ar", "de", "el", "es", "hi", "ru", "th", "tr", "v
 @functools.lru_cache(maxsize=32)
 def _parse(path: str) -> dict[str, tuple[str, str, str]]:
     """question id -> (question, context, article title), in file order."""
-    with open(path, encoding="utf-8") as handle:
-        articles = json.load(handle)["data"]
+    articles = read_squad_articles(path)
     items: dict[str, tuple[str, str, str]] = {}
     for article in articles:
         for paragraph in article["paragraphs"]:
