@@ -61,3 +61,33 @@ def test_reconcile_records_only_finished_trials_tune_knows_and_we_missed(tmp_pat
     assert trials.loc["missed", "worker_seconds"] == 40.0
     assert list(callback.store.matrices("missed")["xquad-r"]["map"].columns) == ["en"]
     assert callback.reconcile(grid) == 0  # idempotent: a second resume adds nothing
+
+
+def test_broken_tune_state_is_named_file_by_file(tmp_path):
+    import pickle
+
+    from study.recovery import broken_state, quarantine
+
+    experiment = tmp_path / "search"
+    assert broken_state(experiment) is None  # nothing saved yet: a fresh start, not an error
+    experiment.mkdir()
+    (experiment / "tuner.pkl").write_bytes(pickle.dumps({"trainable": "run_trial"}))
+    assert "no experiment_state" in broken_state(experiment)
+    (experiment / "experiment_state-2026-01-01_00-00-00.json").write_text('{"trial_data": [], "runner_data": {}}')
+    newest = experiment / "experiment_state-2026-01-02_00-00-00.json"
+    newest.write_text('{"trial_data": [], "runner_data": {}}')
+    (experiment / "searcher-state-2026-01-02_00-00-00.pkl").write_bytes(pickle.dumps({"issued": 3}))
+    assert broken_state(experiment) is None
+
+    newest.write_text('{"trial_data": [')  # the newest is what Tune would read
+    assert broken_state(experiment).startswith(f"{newest}: JSONDecodeError")
+    newest.write_text('{"trial_data": [], "runner_data": {}}')
+    searcher = experiment / "searcher-state-2026-01-02_00-00-00.pkl"
+    searcher.write_bytes(searcher.read_bytes()[:5])
+    assert broken_state(experiment).startswith(f"{searcher}:")
+    searcher.write_bytes(pickle.dumps({"issued": 3}))
+    (experiment / "tuner.pkl").write_bytes(b"")
+    assert broken_state(experiment) == f"{experiment / 'tuner.pkl'}: ValueError: empty file"
+
+    moved = quarantine(experiment)
+    assert not experiment.exists() and moved.name.startswith("search.broken-") and (moved / "tuner.pkl").exists()

@@ -117,3 +117,31 @@ def test_tpe_startup_scales_with_the_cell_budget():
     from study.search import startup_trials
 
     assert [startup_trials(n) for n in (1, 3, 4, 9, 30, 100)] == [1, 1, 1, 3, 10, 10]
+
+
+def test_skip_finished_counts_results_against_cell_budgets_and_teaches_optuna():
+    searcher = CellGridSearch(SPEC)  # 3 cells x 3 trials
+    done = [
+        {"cell": 0, "tuned/optim.lr": 2e-5, "tuned/model.temperature": 0.05, "inter/cross_map": 0.2},
+        {"cell": 0, "tuned/optim.lr": 5e-5, "tuned/model.temperature": 0.03, "inter/cross_map": float("nan")},
+        {"cell": 2, "tuned/optim.lr": 3e-5, "tuned/model.temperature": 0.07, "inter/cross_map": 0.1},
+    ]
+    assert searcher.skip_finished(done) == 3
+    assert searcher.remaining_trials == 6
+    configs = drain(searcher)
+    assert Counter(c["cell"] for c in configs) == {0: 1, 1: 3, 2: 2}
+    trials = searcher._optuna[0]._ot_study.trials
+    assert [t.state.name for t in trials[:2]] == ["COMPLETE", "FAIL"]
+    assert trials[0].params == {"optim.lr": 2e-5, "model.temperature": 0.05} and trials[0].value == 0.2
+
+
+def test_fixed_config_search_skips_cell_seed_pairs_already_finished():
+    from study.search import FixedConfigSearch
+
+    configs = [{"phase": "seeds", "cell": c, "seed": s, "axes": {}, "tuned": {}} for c in (0, 1) for s in (1, 2)]
+    search = FixedConfigSearch(configs, "inter/cross_map", "max")
+    assert search.skip_finished([{"cell": 0, "seed": 2}, {"cell": 1, "seed": 1}]) == 2
+    handed = []
+    while (config := search.suggest(f"t{len(handed)}")) is not Searcher.FINISHED:
+        handed.append((config["cell"], config["seed"]))
+    assert handed == [(0, 1), (1, 2)] and search.total_trials == 2
