@@ -80,12 +80,17 @@ class HybridirStep:
         with autocast(self.dev):
             queries, passages = self.encoder(batch.queries, batch.passages)
         loss = self.loss_fn(queries, passages)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.trainable, self.config.optim.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        return float(loss.detach())
+        return optimizer_step(self, loss)
+
+
+def optimizer_step(side, loss: torch.Tensor) -> float:
+    """The part both sides share: backward, clip, AdamW, schedule (as in hybridir.train)."""
+    side.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(side.trainable, side.config.optim.max_grad_norm)
+    side.optimizer.step()
+    side.scheduler.step()
+    return float(loss.detach())
 
 
 class SentenceTransformersStep:
@@ -118,12 +123,7 @@ class SentenceTransformersStep:
         ]  # fmt: skip  (SentenceTransformerTrainer.collect_features)
         with autocast(self.dev):
             loss = self.loss_fn(features, labels=None)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.trainable, self.config.optim.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        return float(loss.detach())
+        return optimizer_step(self, loss)
 
 
 class _Collect:

@@ -266,7 +266,7 @@ class StudyInterrupted(RuntimeError):
 def seed_configs(spec: StudySpec, output: Path) -> list[dict]:
     """Each cell's best completed search trial (by the search objective), once per new seed."""
     from study.results import ResultStore
-    from study.search import intermediate_metric
+    from study.search import intermediate_metric, prefixed_columns
 
     trials = ResultStore(output).trials()
     if trials.empty:
@@ -277,16 +277,11 @@ def seed_configs(spec: StudySpec, output: Path) -> list[dict]:
     configs = []
     for cell, group in done.groupby("cell", sort=True):
         best = group.sort_values(metric, ascending=spec.search.mode == "min").iloc[0]
-        axes = {c[len("axis/"):]: _plain(best[c]) for c in group.columns if c.startswith("axis/")}
-        tuned = {c[len("tuned/"):]: _plain(best[c]) for c in group.columns if c.startswith("tuned/")}
+        axes, tuned = prefixed_columns(best, "axis/"), prefixed_columns(best, "tuned/")
         for index in range(spec.search.seeds):
             configs.append({"phase": SEEDS, "cell": int(cell), "axes": axes, "tuned": tuned,
                             "seed": base_seed + 1 + index, "source_trial": best["trial_id"]})
     return configs
-
-
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value
 
 
 def main(argv: list[str] | None = None) -> int:

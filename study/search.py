@@ -28,6 +28,16 @@ from study.spec import StudySpec, TunedParam
 STEP = "study_step"  # the study's own step counter: ASHA's time_attr survives restores
 
 
+def plain_value(value):
+    """A numpy/pandas scalar as the Python value it holds."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def prefixed_columns(row, prefix: str) -> dict:
+    """``{path: value}`` of a results row's ``<prefix><path>`` columns (``axis/``, ``tuned/``)."""
+    return {key[len(prefix):]: plain_value(value) for key, value in row.items() if key.startswith(prefix)}
+
+
 def optuna_distribution(param: TunedParam) -> optuna.distributions.BaseDistribution:
     """A study's tuned-parameter declaration as an Optuna distribution."""
     if param.distribution == "loguniform":
@@ -128,7 +138,7 @@ class CellGridSearch(Searcher):
             searcher = self._optuna[cell]
             if searcher is None:
                 continue
-            tuned = {key[len("tuned/"):]: _plain(value) for key, value in row.items() if key.startswith("tuned/")}
+            tuned = prefixed_columns(row, "tuned/")
             value = row.get(self.metric)
             missing = value is None or value != value  # NaN
             searcher.add_evaluated_point(tuned, None if missing else float(value), error=missing)
@@ -200,10 +210,6 @@ class CellGridSearch(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
             self.__dict__.update(pickle.load(handle))
-
-
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value
 
 
 class FixedConfigSearch(Searcher):

@@ -82,6 +82,15 @@ def _matrices_payload(result) -> dict:
     return payload
 
 
+def _reported(metrics: dict) -> dict[str, float]:
+    """The training loop's metrics under the study's names (``train/...``, ``inter/...``)."""
+    return {
+        (key if key.startswith("inter/") else f"train/{key}"): float(value)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and value is not None
+    }
+
+
 class StudyCallback(TrainCallback):
     """Bridges hybridir's training loop and Ray Train reporting (one per worker).
 
@@ -122,11 +131,7 @@ class StudyCallback(TrainCallback):
         self._logged_at = time.perf_counter()
         if self._origin is None:
             self._origin = (self._logged_at, step)
-        self.last_log = {
-            (key if key.startswith("inter/") else f"train/{key}"): float(value)
-            for key, value in metrics.items()
-            if isinstance(value, (int, float)) and value is not None
-        }
+        self.last_log = _reported(metrics)
 
     def _add_overhead(self, seconds: float) -> None:
         if self._origin is not None:
@@ -140,7 +145,7 @@ class StudyCallback(TrainCallback):
         pairs = (step - self._origin[1]) * self.config.batching.batch_size
         return {"train/pairs_per_s_overall": pairs / seconds, "train/step_seconds": seconds}
 
-    def replay_checkpoint_report(self, directory: Path) -> None:
+    def replay_checkpoint_report(self, directory: Path) -> int:
         """Report a restored checkpoint's step again (all ranks, no checkpoint).
 
         The driver may have died after Train persisted this checkpoint but before it wrote
@@ -149,10 +154,10 @@ class StudyCallback(TrainCallback):
         """
         metrics = json.loads((directory / METRICS_FILE).read_text())
         step = int(metrics["step"])
-        self.on_log(step, metrics)
-        self._origin = None  # throughput counts this session's steps only
+        self.last_log = _reported(metrics)
         # The marker shows in results/history where a retry or a resumed study picked up.
         ray.train.report({STEP: step, **self.last_log, "train/resumed_from_step": step})
+        return step
 
     def on_checkpoint(self, step: int, directory: Path, metrics: dict) -> None:
         started = time.perf_counter()
@@ -178,11 +183,6 @@ def evaluation_threads(spec: StudySpec):
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _checkpoint_step(directory: Path) -> int:
-    state = json.loads((directory / METRICS_FILE).read_text())
-    return int(state["step"])
 
 
 def _final_evaluation(spec: StudySpec, callback: StudyCallback, model_dir: Path, max_steps: int) -> dict:
@@ -216,9 +216,8 @@ def train_worker(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     with contextlib.ExitStack() as stack:
         resume_dir = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
-        if resume_dir is not None:
-            callback.replay_checkpoint_report(resume_dir)
-        if resume_dir is not None and _checkpoint_step(resume_dir) >= config.max_steps:
+        resumed_step = callback.replay_checkpoint_report(resume_dir) if resume_dir is not None else 0
+        if resumed_step >= config.max_steps:
             # Died after training, during the final evaluation: only that is redone.
             final_checkpoint = resume_dir
         else:

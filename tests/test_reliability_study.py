@@ -20,14 +20,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_study_e2e import _driver
 
-REPO = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-6
 COMMON = [
     "--set", "model.num_layers=1",
@@ -44,12 +43,6 @@ COMMON = [
 COMPARED = ("final/", "inter/", "train/loss")
 
 pytestmark = pytest.mark.slow
-
-
-def _driver(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, str(REPO / "study" / "run.py"), *args], cwd=REPO, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _jsonl(path: Path) -> list[dict]:
