@@ -98,10 +98,10 @@ class RecordCurve(TrainCallback):
 
 
 def run_grid(args) -> dict[str, list[list[float]]]:
-    from study.trial import load_eval_corpus, trial_train_config
+    from study.trial import set_evaluator, trial_train_config
 
     spec = study_spec(args, 0)
-    corpus = load_eval_corpus(spec.evaluation.intermediate, seed=spec.search.seed)
+    corpus = set_evaluator(spec.evaluation.intermediate, seed=spec.search.seed)  # an Evaluator
     curves = {}
     for lr, alpha in itertools.product(args.lrs, args.alphas):
         config = trial_train_config(spec, {"tuned": {"optim.lr": lr, "batching.alpha": alpha}})

@@ -12,9 +12,35 @@ Two concepts:
   (query and passage in two different languages, drawn per pair) otherwise. No parallel item
   appears twice in a batch, because its translation would be a false in-batch negative.
 
+X-X batch size per language (the data-size axis has no hidden break). A language with ``n``
+usable items has X-X batches of ``b(n) = min(batch_size, n)`` rounded down to a multiple of
+``world_size`` pairs, so that every rank still gets an equal contiguous share. A language whose
+``b(n)`` is below ``max(2, world_size)`` (InfoNCE with in-batch negatives needs two pairs, and
+every rank at least one) gets no X-X batches; it is named in a warning and left out of
+``describe()["xx_languages"]``. The X-X language is drawn with weight ``n`` among the
+languages that get X-X batches, so a step's expected X-X pairs in language ``l`` are
+``alpha * n_l / sum(n) * b(n_l)``: they grow continuously with ``n_l`` through ``batch_size``
+instead of jumping from 0 to ``alpha * n_l / sum(n) * batch_size`` there.
+
+Before this rule (up to commit e832f1d) a language needed ``batch_size`` usable items for any
+X-X batch. Every configuration in which each language has either at least ``batch_size`` or
+fewer than ``max(2, world_size)`` usable items (full pools, zero-shot languages with cap 0)
+draws bit-identical batches under both rules. Where some language has between those, its X-X
+batches are new and the X-X language draws change (the weights are renormalised); X-Y batches
+and which batches are X-X (the alpha coin) do not change.
+
+:meth:`HybridBatchSampler.exposure` counts per language what the batches of a run trained on
+(X-X batches and pairs, X-Y pairs as query and as passage); ``Exposure.as_flat_dict()`` gives
+the ``exposure/<lang>/<field>`` keys a run reports.
+
 A global batch is a pure function of ``(seed, epoch, index)`` and the configuration, so a run
 resumed at ``(epoch, index)`` continues with exactly the batches it would have seen, on any
-number of ranks. Numpy only: the training loop turns a ``PairRef`` into texts with
+number of ranks, with one exception: the reduced X-X batch sizes (and, for a language with
+fewer than ``world_size`` items, whether it gets X-X batches at all) depend on ``world_size``,
+so a run with a language of fewer than ``batch_size`` usable items, resumed on a different
+number of ranks, may draw different X-X batches from then on.
+
+Numpy only: the training loop turns a ``PairRef`` into texts with
 ``pairs.queries[ref.query_lang][ref.item]`` and ``pairs.passages[ref.passage_lang][ref.item]``.
 """
 
@@ -41,6 +67,44 @@ MODES: tuple[str, ...] = ("xx", "xy", "hybrid")
 # even though both are derived from user seeds that may coincide.
 _POOL_STREAM = 0x504F4F4C  # "POOL"
 _BATCH_STREAM = 0x42415443  # "BATC"
+
+
+EXPOSURE_FIELDS: tuple[str, ...] = ("xx_batches", "xx_pairs", "xy_query_pairs", "xy_passage_pairs")
+
+
+def exposure_key(lang: str, field: str) -> str:
+    """The flat key of one exposure count, ``exposure/<lang>/<field>`` (a run's metrics name)."""
+    if field not in EXPOSURE_FIELDS:
+        raise ValueError(f"exposure field {field!r} is not one of {list(EXPOSURE_FIELDS)}")
+    return f"exposure/{lang}/{field}"
+
+
+@dataclass(frozen=True)
+class LanguageExposure:
+    """What one language trained on over some global batches (all ranks together)."""
+
+    xx_batches: int = 0  # X-X batches in this language
+    xx_pairs: int = 0  # pairs of those batches
+    xy_query_pairs: int = 0  # X-Y pairs whose query is in this language
+    xy_passage_pairs: int = 0  # X-Y pairs whose passage is in this language
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """Per-language exposure of ``num_steps`` global batches from ``(start_epoch, start_index)``."""
+
+    num_steps: int
+    start_epoch: int
+    start_index: int
+    per_language: dict[str, LanguageExposure]
+
+    def as_flat_dict(self) -> dict[str, int]:
+        """``{"exposure/<lang>/<field>": count}`` for every training language and field (plain ints)."""
+        return {
+            exposure_key(lang, name): int(getattr(counts, name))
+            for lang, counts in self.per_language.items()
+            for name in EXPOSURE_FIELDS
+        }
 
 
 @dataclass(frozen=True)
@@ -251,14 +315,17 @@ class HybridBatchSampler:
     mode ``"xx"``: every batch is X-X; ``"xy"``: every batch is X-Y; ``"hybrid"``: a batch is
     X-X with probability ``alpha`` and X-Y otherwise (``alpha`` is ignored by the other modes).
 
-    - X-X: one language per batch, drawn with weight = its number of usable items, among the
-      languages with at least ``batch_size`` usable items; the items are distinct.
+    - X-X: one language per batch, drawn with weight = its number of usable items ``n`` among
+      the languages that get X-X batches; ``min(batch_size, n)`` rounded down to a multiple of
+      ``world_size`` distinct items (a language where that is below ``max(2, world_size)`` gets
+      none; see the module docstring).
     - X-Y: distinct items drawn uniformly among those usable in at least two languages; for each,
       an ordered pair of two different languages drawn uniformly among the item's languages.
 
     ``batch_size`` is the GLOBAL batch; rank ``r`` of ``world_size`` gets the contiguous slice
-    ``[r * B/W, (r + 1) * B/W)``, so concatenating the ranks' shares in rank order gives the
-    global batch (the gathered InfoNCE loss relies on that order).
+    ``[r * b/W, (r + 1) * b/W)`` of a batch of ``b`` pairs (``b = B`` except for the reduced X-X
+    batches of languages with fewer than ``B`` items), so concatenating the ranks' shares in rank
+    order gives the global batch (the gathered InfoNCE loss relies on that order).
 
     ``len(sampler)`` (global batches per epoch) is the number of usable (item, language) slots
     divided by ``batch_size``, at least 1: an epoch is a nominal unit, since batches draw
@@ -300,7 +367,14 @@ class HybridBatchSampler:
         self.local_size = self.batch_size // self.world_size
 
         sizes = np.array([len(pool.items(lang)) for lang in pool.languages])
-        self._xx_langs = np.flatnonzero(sizes >= self.batch_size)
+        # Smallest X-X batch: two pairs for in-batch negatives, and a multiple of world_size
+        # with at least one pair per rank (every rank's share has the same shape for all_gather).
+        self.min_xx_batch_size = self.world_size * -(-2 // self.world_size)
+        reduced = (np.minimum(sizes, self.batch_size) // self.world_size) * self.world_size
+        self._xx_sizes = np.where(reduced >= self.min_xx_batch_size, reduced, 0)  # per pool language
+        self._xx_langs = np.flatnonzero(self._xx_sizes)
+        # Weights exactly as the old (>= batch_size items) rule computed them, so that configs
+        # with no reduced language draw bit-identical batches.
         self._xx_weights = sizes[self._xx_langs] / sizes[self._xx_langs].sum() if self._xx_langs.size else None
 
         # Ragged per-item language lists (CSR) so that drawing an X-Y pair costs O(1).
@@ -326,13 +400,22 @@ class HybridBatchSampler:
         what = f"mode={self.mode!r}, alpha={self.alpha}, batch_size={self.batch_size}"
         if needs_xx and not self._xx_langs.size:
             raise ValueError(
-                f"X-X batches impossible ({what}): no training language has batch_size usable items; "
-                f"items per language: {dict(zip(self.pool.languages, sizes.tolist()))}"
+                f"X-X batches impossible ({what}, world_size={self.world_size}): no training language has "
+                f"the {self.min_xx_batch_size} usable items of the smallest X-X batch (in-batch negatives need "
+                f"2 pairs, every rank 1); items per language: {dict(zip(self.pool.languages, sizes.tolist()))}"
             )
         if needs_xx:
-            too_small = [lang for lang, n in zip(self.pool.languages, sizes) if n < self.batch_size]
-            if too_small:
-                log.warning("languages %s have fewer than %d items and get no X-X batches", too_small, self.batch_size)
+            no_xx = [lang for lang, b in zip(self.pool.languages, self._xx_sizes) if b == 0]
+            if no_xx:
+                log.warning(
+                    "languages %s have fewer than %d usable items and get no X-X batches",
+                    no_xx, self.min_xx_batch_size,
+                )  # fmt: skip
+            reduced = {
+                lang: int(b) for lang, b in zip(self.pool.languages, self._xx_sizes) if 0 < b < self.batch_size
+            }
+            if reduced:
+                log.info("X-X batches smaller than batch_size=%d (pairs per language): %s", self.batch_size, reduced)
         if needs_xy and len(self.pool.languages) < 2:
             raise ValueError(f"X-Y batches impossible ({what}): need at least 2 languages, got {self.pool.languages}")
         if needs_xy and len(self._xy_items) < self.batch_size:
@@ -360,37 +443,87 @@ class HybridBatchSampler:
     def global_batch(self, epoch: int, index: int) -> list[PairRef]:
         """The full batch at ``(epoch, index)``: a pure function of it, the seed and the configuration."""
         self._check_position(epoch, index)
+        items, query_cols, passage_cols = self._draw(epoch, index)
+        languages = self.pool.languages
+        return [
+            PairRef(int(item), languages[q], languages[p]) for item, q, p in zip(items, query_cols, passage_cols)
+        ]
+
+    def _draw(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The batch at ``(epoch, index)`` as arrays: items, query and passage language columns.
+
+        The one place batches are drawn: :meth:`global_batch` and :meth:`exposure` both read it,
+        so exposure counts are the trained batches by construction.
+        """
         rng = np.random.default_rng([_BATCH_STREAM, self.seed, int(epoch), int(index)])
         # Always draw the coin so that every batch consumes the stream the same way.
         if rng.random() < self.alpha:
             return self._xx_batch(rng)
         return self._xy_batch(rng)
 
-    def _xx_batch(self, rng: np.random.Generator) -> list[PairRef]:
-        lang = self.pool.languages[rng.choice(self._xx_langs, p=self._xx_weights)]
-        # Generator.choice without replacement is O(batch_size) on large pools (Floyd's algorithm).
-        items = rng.choice(self.pool.items(lang), size=self.batch_size, replace=False)
-        return [PairRef(int(item), lang, lang) for item in items]
+    def _xx_batch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        column = int(rng.choice(self._xx_langs, p=self._xx_weights))
+        # Generator.choice without replacement is O(batch size) on large pools (Floyd's algorithm).
+        candidates = self.pool.items(self.pool.languages[column])
+        items = rng.choice(candidates, size=int(self._xx_sizes[column]), replace=False)
+        columns = np.full(len(items), column)
+        return items, columns, columns
 
-    def _xy_batch(self, rng: np.random.Generator) -> list[PairRef]:
+    def _xy_batch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows = rng.choice(len(self._xy_items), size=self.batch_size, replace=False)
         counts = self._xy_counts[rows]
         first = rng.integers(0, counts)
         second = rng.integers(0, counts - 1)
         second += second >= first  # a uniform draw among the other languages of the item
         starts = self._xy_offsets[rows]
-        query_langs = self._xy_langs[starts + first]
-        passage_langs = self._xy_langs[starts + second]
-        languages = self.pool.languages
-        return [
-            PairRef(int(item), languages[q], languages[p])
-            for item, q, p in zip(self._xy_items[rows], query_langs, passage_langs)
-        ]
+        return self._xy_items[rows], self._xy_langs[starts + first], self._xy_langs[starts + second]
 
     def local_batch(self, epoch: int, index: int) -> list[PairRef]:
         """This rank's contiguous, equal and disjoint share of :meth:`global_batch`."""
-        start = self.rank * self.local_size
-        return self.global_batch(epoch, index)[start : start + self.local_size]
+        batch = self.global_batch(epoch, index)
+        share = len(batch) // self.world_size  # exact: every batch size is a multiple of world_size
+        return batch[self.rank * share : (self.rank + 1) * share]
+
+    def xx_batch_size(self, lang: str) -> int:
+        """Pairs of an X-X batch in ``lang`` (0: the language gets no X-X batches)."""
+        try:
+            column = self.pool.languages.index(lang)
+        except ValueError:
+            raise KeyError(f"{lang!r} is not a training language; pool languages: {self.pool.languages}") from None
+        return int(self._xx_sizes[column])
+
+    def exposure(self, num_steps: int, start_epoch: int = 0, start_index: int = 0) -> Exposure:
+        """Per-language exposure of the ``num_steps`` global batches from ``(start_epoch, start_index)``.
+
+        The batches :meth:`iterate` yields from that position (all ranks together): per language,
+        X-X batches and their pairs, and X-Y pairs with the query or the passage in it. A run
+        of ``max_steps`` steps from the start, resumed or not, trained on ``exposure(max_steps)``.
+        """
+        self._check_position(start_epoch, start_index)
+        if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 0:
+            raise ValueError(f"num_steps={num_steps!r} must be a non-negative integer")
+        width = len(self.pool.languages)
+        xx_batches = np.zeros(width, dtype=np.int64)
+        xx_pairs = np.zeros(width, dtype=np.int64)
+        xy_query = np.zeros(width, dtype=np.int64)
+        xy_passage = np.zeros(width, dtype=np.int64)
+        epoch, index = int(start_epoch), int(start_index)
+        for _ in range(int(num_steps)):
+            items, query_cols, passage_cols = self._draw(epoch, index)
+            if query_cols[0] == passage_cols[0]:  # X-X (X-Y pairs never share their two languages)
+                xx_batches[query_cols[0]] += 1
+                xx_pairs[query_cols[0]] += len(items)
+            else:
+                xy_query += np.bincount(query_cols, minlength=width)
+                xy_passage += np.bincount(passage_cols, minlength=width)
+            index += 1
+            if index == self._len:
+                epoch, index = epoch + 1, 0
+        per_language = {
+            lang: LanguageExposure(int(xx_batches[j]), int(xx_pairs[j]), int(xy_query[j]), int(xy_passage[j]))
+            for j, lang in enumerate(self.pool.languages)
+        }
+        return Exposure(int(num_steps), int(start_epoch), int(start_index), per_language)
 
     def iterate(
         self, start_epoch: int = 0, start_index: int = 0, num_steps: int | None = None
@@ -421,7 +554,9 @@ class HybridBatchSampler:
             "expected_xx_share": self.alpha,
             "batch_size": self.batch_size,
             "world_size": self.world_size,
-            "local_batch_size": self.local_size,
+            "local_batch_size": self.local_size,  # of a full batch; a reduced X-X batch splits the same way
+            "min_xx_batch_size": self.min_xx_batch_size,
+            "xx_batch_sizes": {self.pool.languages[j]: int(self._xx_sizes[j]) for j in self._xx_langs},
             "languages": list(self.pool.languages),
             "items_per_language": self.pool.sizes,
             "caps": dict(self.pool.caps),

@@ -64,6 +64,20 @@ class ModelConfig(_Strict):
     max_query_length: int = Field(64, ge=8)
     max_passage_length: int = Field(192, ge=8)
     freeze_embeddings: bool = Field(True, description="freeze the word-embedding matrix (CPU speed)")
+    train_layers: int | None = Field(
+        None,
+        ge=1,
+        description="partial fine-tuning: train only the top K transformer layers (and pooling); the "
+        "embeddings and lower layers are frozen and run without dropout (None: train all layers)",
+    )
+    activation_cache: str | None = Field(
+        None,
+        description="directory of the on-disk cache of the frozen lower layers' hidden states "
+        "(None: recompute them); only used with train_layers",
+    )
+    activation_cache_max_gb: float = Field(
+        20.0, gt=0.0, description="size limit of the activation cache; beyond it nothing new is cached"
+    )
 
 
 class OptimConfig(_Strict):

@@ -1,6 +1,8 @@
 """Zero-shot evaluation of a bi-encoder: ``python -m hybridir.evaluate``.
 
-LAReQA sets (xquad-r, mlqa-r, afriqa) are scored in the monolingual, cross-lingual and
+How a set is scored comes from its registered kind (see
+:mod:`hybridir.evaluation.evaluator`, the same evaluators the study's trials call). LAReQA sets
+(xquad-r, mlqa-r, afriqa) are scored in the monolingual, cross-lingual and
 multilingual settings (mAP over the full ranking, R@k, nDCG@10, F1@k, language-bias rank
 distance); bitext sets (tatoeba, flores) by accuracy@1 in both directions. Every text is
 encoded once. Results go to ``--output`` (default ``results/eval/<model-slug>/<dataset>/``):
@@ -9,7 +11,7 @@ encoded once. Results go to ``--output`` (default ``results/eval/<model-slug>/<d
 * LAReQA: ``matrix_<metric>.csv`` (query language x candidate language), ``per_language.csv``
   (per language: mono, cross out of / into it, multi, rank distance), ``multilingual.csv``,
   ``per_query.parquet``;
-* bitext: ``pairs.csv``;
+* bitext: ``pairs.csv``, ``per_query.parquet`` (one row per direction and sentence);
 * with ``--save-embeddings``: ``embeddings/`` (see :meth:`EncodedCorpus.save`).
 
 Example::
@@ -20,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import re
@@ -32,11 +33,9 @@ import pandas as pd
 import torch
 
 from hybridir.config import ModelConfig
-from hybridir.data.registry import check_languages, eval_set_languages, list_eval_sets, load_eval_set
-from hybridir.evaluation import encode_corpus, evaluate_bitext, evaluate_lareqa, subset_corpus
-from hybridir.evaluation.lareqa import LareqaResult
+from hybridir.data.registry import check_languages, eval_set_languages, list_eval_sets
+from hybridir.evaluation.evaluator import EvaluationResult, build_evaluator
 
-BITEXT_SETS = frozenset({"tatoeba", "flores"})
 log = logging.getLogger("hybridir.evaluate")
 
 
@@ -54,6 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--languages", help="comma-separated language codes (default: all of the dataset)")
     parser.add_argument("--max-queries", type=int, help="fixed-seed subset of item ids (full candidate pools kept)")
     parser.add_argument("--num-layers", type=int, help="keep only the first N transformer layers")
+    parser.add_argument(
+        "--train-layers", type=int,
+        help="split of a partially fine-tuned model: its top K layers (read from a saved hybridir model by default); "
+        "with --cache-dir the lower layers' hidden states are read from / written to the activation cache",
+    )
+    parser.add_argument("--cache-dir", type=Path, help="activation cache directory (needs --train-layers or a partially fine-tuned model)")
+    parser.add_argument("--cache-max-gb", type=float, default=ModelConfig.model_fields["activation_cache_max_gb"].default)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-query-length", type=int, default=ModelConfig.model_fields["max_query_length"].default)
     parser.add_argument("--max-passage-length", type=int, default=ModelConfig.model_fields["max_passage_length"].default)
@@ -73,23 +79,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.languages = check_languages(args.dataset, codes, eval_set_languages(args.dataset))
         except ValueError as exc:
             parser.error(f"--languages: {exc}")
-    for name in ("max_queries", "num_layers", "batch_size", "threads"):
+    for name in ("max_queries", "num_layers", "train_layers", "batch_size", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     for name in ("max_query_length", "max_passage_length"):
         if getattr(args, name) < 8:
             parser.error(f"--{name.replace('_', '-')} must be >= 8, got {getattr(args, name)}")
+    if args.cache_dir is not None and args.train_layers is None and _saved_train_layers(args.model) is None:
+        parser.error(
+            f"--cache-dir {args.cache_dir}: {args.model!r} is not a partially fine-tuned model; "
+            "pass --train-layers K to cache what all but its top K layers compute"
+        )
     if args.output is None:
         args.output = Path("results") / "eval" / model_slug(args.model, args.num_layers) / args.dataset
     return args
 
 
-def _per_language(result: LareqaResult) -> pd.DataFrame:
+def _per_language(result: EvaluationResult) -> pd.DataFrame:
     """One row per language: mono mAP, mean cross mAP out of / into it, multi mAP, rank distance."""
     frame = pd.DataFrame(index=pd.Index([], name="language"))
-    if "map" in result.matrices:
-        ap = result.matrices["map"]
+    multilingual = result.tables.get("multilingual", pd.DataFrame())
+    if "map" in result.tables:
+        ap = result.tables["map"]
         off_diagonal = ap.copy()
         for lang in set(ap.index) & set(ap.columns):
             off_diagonal.loc[lang, lang] = float("nan")
@@ -100,18 +112,25 @@ def _per_language(result: LareqaResult) -> pd.DataFrame:
                 "cross_map_in": off_diagonal.mean(axis=0),
             }
         )
-    if len(result.multilingual):
-        frame = frame.join(result.multilingual[["map", "rank_distance"]].add_prefix("multi_"), how="outer")
+    if len(multilingual):
+        frame = frame.join(multilingual[["map", "rank_distance"]].add_prefix("multi_"), how="outer")
     frame.index.name = "language"
     return frame
 
 
-def write_lareqa(result: LareqaResult, output: Path) -> None:
-    for metric, matrix in result.matrices.items():
-        matrix.to_csv(output / f"matrix_{metric.replace('@', '_at_')}.csv", float_format="%.6g")
+def write_lareqa(result: EvaluationResult, output: Path) -> None:
+    for name, table in result.tables.items():
+        if name == "multilingual":
+            continue
+        table.to_csv(output / f"matrix_{name.replace('@', '_at_')}.csv", float_format="%.6g")
     _per_language(result).to_csv(output / "per_language.csv", float_format="%.6g")
-    if len(result.multilingual):
-        result.multilingual.to_csv(output / "multilingual.csv", float_format="%.6g")
+    if len(result.tables.get("multilingual", ())):
+        result.tables["multilingual"].to_csv(output / "multilingual.csv", float_format="%.6g")
+    result.per_query.to_parquet(output / "per_query.parquet", index=False)
+
+
+def write_bitext(result: EvaluationResult, output: Path) -> None:
+    result.tables["pairs"].to_csv(output / "pairs.csv", index=False, float_format="%.6g")
     result.per_query.to_parquet(output / "per_query.parquet", index=False)
 
 
@@ -135,6 +154,21 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _cache_summary(model) -> dict:
+    if model.bottom is None or not model.bottom.cache_attached:
+        return {}
+    stats = model.bottom.cache_stats()
+    return {"activation_cache_hits": stats["hits"], "activation_cache_misses": stats["misses"]}
+
+
+def _saved_train_layers(model: str) -> int | None:
+    """The top-K split recorded by a saved partially fine-tuned hybridir model, if any."""
+    settings = Path(model).expanduser() / "biencoder.json"
+    if not settings.is_file():
+        return None
+    return json.loads(settings.read_text()).get("train_layers")
+
+
 def run(args: argparse.Namespace) -> dict:
     """Evaluate as parsed by :func:`parse_args`; returns the summary written to summary.json."""
     from hybridir.model import BiEncoder  # heavy import (transformers) only once arguments are valid
@@ -143,48 +177,38 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     start = time.perf_counter()
-    corpus = load_eval_set(args.dataset, languages=args.languages)
-    if args.max_queries is not None:
-        corpus = subset_corpus(corpus, max_queries=args.max_queries, seed=args.seed)
-    bitext = args.dataset in BITEXT_SETS
-    if bitext:
-        # a bitext is ranked only against its own other side: unused sentences need no encoding
-        needed = {cid for targets in corpus.relevant.values() for cid in targets.values()}
-        corpus = dataclasses.replace(
-            corpus, candidates={lang: {c: t for c, t in items.items() if c in needed} for lang, items in corpus.candidates.items()}
-        )
-    model = BiEncoder.from_config(ModelConfig(name=args.model, num_layers=args.num_layers))
+    evaluator = build_evaluator(args.dataset, languages=args.languages, max_queries=args.max_queries, seed=args.seed)
+    model = BiEncoder.from_config(ModelConfig(
+        name=args.model, num_layers=args.num_layers, train_layers=args.train_layers,
+        activation_cache=str(args.cache_dir) if args.cache_dir else None, activation_cache_max_gb=args.cache_max_gb,
+    ))  # fmt: skip
     load_s = time.perf_counter() - start
     log.info("loaded %s and %s in %.1f s", args.dataset, model.display_name, load_s)
 
-    encoded = encode_corpus(
+    result = evaluator(
         model,
-        corpus,
         batch_size=args.batch_size,
         max_query_length=args.max_query_length,
         max_passage_length=args.max_passage_length,
-        candidate_kind="query" if bitext else "passage",
+        keep_embeddings=args.save_embeddings,
     )
     args.output.mkdir(parents=True, exist_ok=True)
-    if bitext:
-        result = evaluate_bitext(encoded)
-        result.pairs.to_csv(args.output / "pairs.csv", index=False, float_format="%.6g")
-        summary = dict(result.summary)
-    else:
-        result = evaluate_lareqa(encoded)
-        write_lareqa(result, args.output)
-        summary = dict(result.summary)
+    (write_bitext if result.kind == "bitext" else write_lareqa)(result, args.output)
+    summary = dict(result.summary)
     if args.save_embeddings:
-        encoded.save(args.output / "embeddings")
+        result.encoded.save(args.output / "embeddings")
     summary.update(
         load_s=load_s,
         model_arg=args.model,
         num_layers=args.num_layers,
-        languages=sorted(corpus.languages),
+        train_layers=model.train_layers,
+        activation_cache=str(args.cache_dir) if args.cache_dir else None,
+        **_cache_summary(model),
+        languages=sorted(evaluator.corpus.languages),
         max_queries=args.max_queries,
         seed=args.seed,
-        n_query_texts=encoded.info["n_query_texts"],
-        n_candidate_texts=encoded.info["n_candidate_texts"],
+        n_query_texts=result.info["n_query_texts"],
+        n_candidate_texts=result.info["n_candidate_texts"],
         torch_threads=torch.get_num_threads(),
     )
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from hybridir.frozen import FrozenBottom, check_train_layers, encoder_layers, run_layers
 from hybridir.offline_model import OFFLINE_MODEL_NAME
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class ModelPreset:
     query_prefix: str
     passage_prefix: str
     num_layers: int | None = None  # keep only the first N transformer layers
+    train_layers: int | None = None  # a saved partially fine-tuned model: its trained top
 
 
 def _e5(source: str, display: str, num_layers: int | None = None) -> ModelPreset:
@@ -122,6 +124,8 @@ class BiEncoder(nn.Module):
         self.prefixes: dict[str, str] = {"query": query_prefix, "passage": passage_prefix}
         self.temperature = float(temperature)
         self.display_name = display_name or encoder.config.name_or_path or type(encoder).__name__
+        self.train_layers: int | None = None
+        self.bottom: FrozenBottom | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -143,7 +147,7 @@ class BiEncoder(nn.Module):
         display = defaults.display_name
         if num_layers is not None and num_layers != total_layers:
             display = f"{display}, first {num_layers} of {total_layers} layers"
-        return cls(
+        model = cls(
             encoder,
             tokenizer,
             pooling=pooling,
@@ -152,6 +156,13 @@ class BiEncoder(nn.Module):
             temperature=cfg.temperature,
             display_name=display,
         )
+        train_layers = cfg.train_layers if cfg.train_layers is not None else defaults.train_layers
+        if train_layers is not None:
+            check_train_layers(train_layers, model.num_layers, cfg.name)
+            model.set_train_layers(train_layers)
+            if cfg.activation_cache:
+                model.attach_activation_cache(cfg.activation_cache, cfg.activation_cache_max_gb)
+        return model
 
     def save(self, directory: str | Path) -> Path:
         """Write encoder (safetensors) + tokenizer + bi-encoder settings; ``load`` reads them back."""
@@ -170,9 +181,13 @@ class BiEncoder(nn.Module):
         if not settings_path.is_file():
             raise ModelNotAvailableError(f"{directory} is not a saved BiEncoder (no {SETTINGS_FILE})")
         settings = json.loads(settings_path.read_text())
+        train_layers = settings.pop("train_layers", None)
         encoder, _ = _load_encoder(str(directory), None, str(directory))
         tokenizer = AutoTokenizer.from_pretrained(directory)
-        return cls(encoder, tokenizer, **settings)
+        model = cls(encoder, tokenizer, **settings)
+        if train_layers is not None:
+            model.set_train_layers(train_layers)
+        return model
 
     def settings(self) -> dict:
         """The bi-encoder settings that are not part of the HF encoder config."""
@@ -182,6 +197,7 @@ class BiEncoder(nn.Module):
             "passage_prefix": self.prefixes["passage"],
             "temperature": self.temperature,
             "display_name": self.display_name,
+            "train_layers": self.train_layers,
         }
 
     # ------------------------------------------------------------------ use
@@ -192,6 +208,49 @@ class BiEncoder(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.encoder.parameters()).device
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.encoder.config.num_hidden_layers)
+
+    @property
+    def training_description(self) -> str:
+        """How much of the encoder trains, in words (for report headers)."""
+        if self.train_layers is None:
+            return f"all {self.num_layers} layers fine-tuned"
+        frozen = self.num_layers - self.train_layers
+        return (
+            f"top {self.train_layers} of {self.num_layers} layers fine-tuned, "
+            f"embeddings and lower {frozen} layer{'' if frozen == 1 else 's'} frozen"
+        )
+
+    # ------------------------------------------------------------------ partial fine-tuning
+    def set_train_layers(self, train_layers: int) -> None:
+        """Train only the top ``train_layers`` layers (and pooling): see :mod:`hybridir.frozen`."""
+        if self.bottom is not None:
+            if train_layers != self.train_layers:
+                raise ValueError(f"model already trains its top {self.train_layers} layers, not {train_layers}")
+            return
+        check_train_layers(train_layers, self.num_layers, self.display_name)
+        self.bottom = FrozenBottom(self.encoder, self.num_layers - train_layers)
+        self.train_layers = train_layers
+
+    def attach_activation_cache(self, directory: str | Path, max_gb: float = 20.0) -> None:
+        """Keep the frozen bottom's hidden states on disk under ``directory`` (see activation_cache)."""
+        if self.bottom is None:
+            raise ValueError("an activation cache needs partial fine-tuning (model.train_layers)")
+        self.bottom.attach_cache(directory, int(max_gb * 2**30))
+
+    def flush_activation_cache(self) -> None:
+        """Write the hidden states computed since the last flush (no-op without a cache)."""
+        if self.bottom is not None:
+            self.bottom.flush()
+
+    def train(self, mode: bool = True) -> "BiEncoder":
+        super().train(mode)
+        if self.bottom is not None:
+            self.bottom.set_eval()
+        return self
 
     def tokenize(self, texts: list[str], kind: Kind, max_length: int | None = None) -> dict[str, Tensor]:
         """Prefix and tokenize ``texts``; pad to the longest text of this call (dynamic padding)."""
@@ -210,7 +269,12 @@ class BiEncoder(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Return ``[n, d]`` pooled, L2-normalised embeddings (float32)."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.bottom is None:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        else:
+            hidden = self.bottom.states(input_ids, attention_mask)
+            top = encoder_layers(self.encoder)[self.bottom.num_layers :]
+            hidden = run_layers(self.encoder, hidden, attention_mask, top)
         # Pool and normalise in float32: under bf16 autocast a 384-way sum loses precision.
         hidden = hidden.float()
         if self.pooling == "cls":
@@ -262,7 +326,8 @@ def _resolve(name: str) -> tuple[str, ModelPreset]:
         if settings_path.is_file():  # written by BiEncoder.save: keep its settings
             saved = json.loads(settings_path.read_text())
             return str(path), ModelPreset(
-                str(path), saved["display_name"], saved["pooling"], saved["query_prefix"], saved["passage_prefix"]
+                str(path), saved["display_name"], saved["pooling"], saved["query_prefix"], saved["passage_prefix"],
+                train_layers=saved.get("train_layers"),
             )
         return str(path), ModelPreset(str(path), path.name, "mean", **_NO_PREFIXES)
     if path.exists():
@@ -276,10 +341,9 @@ def _resolve(name: str) -> tuple[str, ModelPreset]:
     return name, ModelPreset(name, name, "mean", **_NO_PREFIXES)
 
 
-def _load_encoder(source: str, num_layers: int | None, name: str) -> tuple[PreTrainedModel, int]:
-    """Load the encoder without its pooler, keeping the first ``num_layers`` layers."""
+def _encoder_config(source: str, name: str):
     try:
-        config = AutoConfig.from_pretrained(source)
+        return AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as exc:
         raise ModelNotAvailableError(
             f"cannot load model {name!r} from {source!r}: {exc}\n"
@@ -287,6 +351,20 @@ def _load_encoder(source: str, num_layers: int | None, name: str) -> tuple[PreTr
             "directory as model.name, or use an offline preset (me5-small-offline, "
             "me5-small-offline-l3/-l6/-l12)."
         ) from exc
+
+
+def model_depth(cfg) -> int:
+    """The transformer layers the model of a ``ModelConfig`` will have, read from its config
+    alone (no weights): lets ``model.train_layers`` be checked before any expensive work."""
+    source, defaults = _resolve(cfg.name)
+    total = int(_encoder_config(source, cfg.name).num_hidden_layers)
+    num_layers = cfg.num_layers if cfg.num_layers is not None else defaults.num_layers
+    return min(num_layers, total) if num_layers is not None else total
+
+
+def _load_encoder(source: str, num_layers: int | None, name: str) -> tuple[PreTrainedModel, int]:
+    """Load the encoder without its pooler, keeping the first ``num_layers`` layers."""
+    config = _encoder_config(source, name)
     total_layers = int(config.num_hidden_layers)
     if num_layers is not None:
         if num_layers > total_layers:

@@ -59,7 +59,11 @@ METRICS_LOG = "metrics.jsonl"
 VALIDATION_BATCHES = 4  # a few fixed held-out batches: a cheap, comparable validation loss
 # Settings a resumed run may change: they do not alter what is computed at each step.
 # (max_steps may grow; the schedule then follows the new max_steps from the resumed step on.)
-RESUMABLE_CHANGES = {"max_steps", "log_every", "checkpoint_every", "eval_every", "num_threads"}
+# The activation cache only stores what the frozen layers compute: where it lives is not part of the run.
+RESUMABLE_CHANGES = {
+    "max_steps", "log_every", "checkpoint_every", "eval_every", "num_threads",
+    "model.activation_cache", "model.activation_cache_max_gb",
+}  # fmt: skip
 
 
 class TrainCallback:
@@ -152,7 +156,12 @@ def train(
 
     # ---- model, optimizer, schedule
     model = BiEncoder.load(resume / MODEL_SUBDIR) if resume else BiEncoder.from_config(config.model)
-    if config.model.freeze_embeddings:
+    if config.model.train_layers is not None:
+        # Partial fine-tuning: embeddings and lower layers frozen, their states cached on disk.
+        model.set_train_layers(config.model.train_layers)
+        if config.model.activation_cache:
+            model.attach_activation_cache(config.model.activation_cache, config.model.activation_cache_max_gb)
+    elif config.model.freeze_embeddings:
         model.freeze_embeddings()
     model.to(device)
     pair_encoder: torch.nn.Module = PairEncoder(model)
@@ -195,7 +204,8 @@ def train(
         progress.step = step
         progress.epoch, progress.index = (epoch, index + 1) if index + 1 < len(sampler) else (epoch + 1, 0)
         progress.xx_batches += int(sampler.is_monolingual(refs))
-        window.add(loss.detach() / world_size, config.batching.batch_size, batch.num_tokens)
+        # Equal shares per rank; a small language's X-X batch can be smaller than batch_size.
+        window.add(loss.detach() / world_size, len(refs) * world_size, batch.num_tokens)
 
         if config.eval_every and step % config.eval_every == 0:
             for callback in callbacks:
@@ -208,11 +218,15 @@ def train(
             if validation:
                 metrics["val_loss"] = _validation_loss(model, validation, validation_pairs, loss_fn, config, autocast)
             metrics.update(pending)
+            metrics.update(_cache_metrics(model))
+            if step == config.max_steps:  # what each language was trained on, batch by batch
+                metrics.update(sampler.exposure(config.max_steps).as_flat_dict())
             pending, window = {}, _Window()
             _append_jsonl(metrics_log, metrics)
             for callback in callbacks:
                 callback.on_log(step, metrics)
         if checkpoint_due:
+            model.flush_activation_cache()  # a resumed or retried run finds these states
             checkpoint_dir = save_checkpoint(
                 output_dir / CHECKPOINTS_DIR / f"step_{step:06d}",
                 model, optimizer, scheduler, config, progress, metrics, rank,
@@ -326,6 +340,15 @@ def _report(step: int, window: _Window, progress: _Progress, optimizer, batches_
         "xx_share_so_far": progress.xx_batches / step,
         "epoch": progress.epoch + progress.index / batches_per_epoch,
     }
+
+
+def _cache_metrics(model: BiEncoder) -> dict:
+    """How often the frozen bottom was read from the activation cache (this process, so far)."""
+    if model.bottom is None or not model.bottom.cache_attached:
+        return {}
+    stats = model.bottom.cache_stats()
+    looked_up = stats["hits"] + stats["misses"]
+    return {"activation_cache_hit_rate": stats["hits"] / looked_up if looked_up else 0.0}
 
 
 def _append_jsonl(path: Path | None, metrics: dict) -> None:

@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from hybridir.data.registry import (
+    eval_set_kind,
     eval_set_languages,
     list_eval_sets,
     list_train_sources,
@@ -20,6 +21,7 @@ from hybridir.data.registry import (
     train_source_languages,
 )
 from hybridir.data.splits import LeakageError, check_no_leakage
+from hybridir.evaluation.evaluator import metric_keys
 from hybridir.languages import canonical
 from study.spec import StudyConfigError, StudySpec
 
@@ -63,6 +65,7 @@ def check_data(spec: StudySpec) -> None:
     _check_eval_set(intermediate.dataset, intermediate.languages, "evaluation.intermediate")
     for index, final in enumerate(spec.evaluation.final):
         _check_eval_set(final.dataset, final.languages, f"evaluation.final[{index}]")
+    check_search_metric(spec)
 
     sources = list_train_sources()
     for cell in spec.cells() or [{}]:
@@ -92,6 +95,46 @@ def check_data(spec: StudySpec) -> None:
                 raise StudyConfigError(
                     f"report.low_resource_languages[{index}]: {code!r} is not evaluated by evaluation.final"
                 )
+
+
+def check_models(spec: StudySpec) -> None:
+    """Every cell's model resolves (preset, local directory, or hub id) and has the layers that
+    ``model.train_layers`` asks to train: found here, not inside a Ray worker after start-up."""
+    from hybridir.model import ModelNotAvailableError, model_depth
+
+    depths: dict[tuple, int] = {}
+    tuned = spec.tune.get("model.train_layers")
+    for cell in spec.cells() or [{}]:
+        where = ", ".join(f"axes[{k!r}]={v!r}" for k, v in cell.items()) or "base"
+        model = spec.train_config(cell).model
+        key = (model.name, model.num_layers)
+        if key not in depths:
+            try:
+                depths[key] = model_depth(model)
+            except ModelNotAvailableError as exc:
+                raise StudyConfigError(f"{where}: model.name={model.name!r}: {exc}") from None
+        requested = [model.train_layers] if model.train_layers is not None else []
+        requested += [int(v) for v in tuned.candidate_values()] if tuned is not None else []
+        for train_layers in requested:
+            if not 1 <= train_layers <= depths[key]:
+                raise StudyConfigError(
+                    f"{where}: model.train_layers={train_layers} but {model.name!r} has {depths[key]} "
+                    f"transformer layers (1 .. {depths[key]})"
+                )
+
+
+def check_search_metric(spec: StudySpec) -> None:
+    """ASHA and Optuna compare ``inter/<search.metric>``: the intermediate set's kind must
+    produce that summary key (a bitext set has no ``cross_map``, a LAReQA set no
+    ``accuracy``), else every trial would report a metric the searchers never see."""
+    dataset = spec.evaluation.intermediate.dataset
+    kind = eval_set_kind(dataset)
+    produced = metric_keys(kind)
+    if spec.search.metric not in produced:
+        raise StudyConfigError(
+            f"search.metric: {spec.search.metric!r} is not produced by evaluation.intermediate.dataset="
+            f"{dataset!r} (scored as {kind}); it produces {sorted(produced)}"
+        )
 
 
 def check_leakage(spec: StudySpec) -> None:

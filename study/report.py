@@ -20,9 +20,10 @@ if __package__ in (None, ""):  # `python study/report.py`
 import pandas as pd  # noqa: E402
 
 from study.questions import BUILDERS  # noqa: E402
-from study.questions.common import ReportContext, plot_learning_curves  # noqa: E402
+from study.questions.common import ReportContext, plot_learning_curves, zero_shot_info  # noqa: E402
 from study.results import ResultStore  # noqa: E402
 from study.spec import StudyConfigError, load_study  # noqa: E402
+from study.verdicts import verdict_markdown, write_verdicts  # noqa: E402
 
 SPEC_FILE = "study.yaml"
 
@@ -43,13 +44,20 @@ def build_reports(study_dir: Path) -> Path:
     tables = BUILDERS[spec.report.builder](ctx) if not ctx.completed.empty else {}
     for name, table in tables.items():
         table.to_csv(out_dir / f"{name}.csv", index=False)
-    (out_dir / "report.md").write_text(_markdown(spec, ctx, tables))
+    verdicts = write_verdicts(ctx, out_dir)
+    (out_dir / "report.md").write_text(_markdown(spec, ctx, tables, verdicts))
     return out_dir
 
 
-def _markdown(spec, ctx: ReportContext, tables: dict[str, pd.DataFrame]) -> str:
+def _markdown(spec, ctx: ReportContext, tables: dict[str, pd.DataFrame], verdicts: pd.DataFrame) -> str:
     counts = ctx.trials["status"].value_counts().to_dict() if not ctx.trials.empty else {}
-    lines = [f"# Study `{spec.name}`", "", f"**Question.** {spec.question}", "", "## Deviations from the seed setup", ""]
+    lines = [f"# Study `{spec.name}`", "", f"**Question.** {spec.question}", "", "## Verdicts", ""]
+    lines += verdict_markdown(verdicts)
+    zero_shot = zero_shot_info(ctx)
+    lines += ["", f"Zero-shot baseline: {zero_shot.get('model', 'the untrained model')} (rows `run = zero-shot`; "
+              "`*_delta_vs_zero_shot` = change against it)." if zero_shot else
+              "Zero-shot baseline: not stored for this run (no results/zero_shot.json)."]
+    lines += ["", "## Deviations from the seed setup", ""]
     lines += [f"- {item}" for item in spec.deviations] or ["- none"]
     lines += ["", "## Settings of this run (generated; `--set` overrides included)", ""]
     lines += _settings(spec, ctx)
@@ -57,6 +65,8 @@ def _markdown(spec, ctx: ReportContext, tables: dict[str, pd.DataFrame]) -> str:
     for name, table in tables.items():
         lines += [f"## {name}.csv", ""]
         lines += [_table(table) if len(table) else "(no rows yet)", ""]
+    lines += ["n/a: not available (a 95% CI needs >= 2 seed re-runs of the cell; see the verdicts for the "
+              "uncertainty over queries and seeds).", ""]
     return "\n".join(lines)
 
 
@@ -68,6 +78,7 @@ def _settings(spec, ctx: ReportContext) -> list[str]:
     lines = [
         f"- model: {', '.join(models) or base.model.name}"
         + ("" if models else f" (num_layers={base.model.num_layers})"),
+        f"- fine-tuning: {_fine_tuning(spec, ctx)}",
         f"- training: source {base.data.source}, languages "
         f"{base.data.languages or f'first {base.data.num_languages}'}, max {base.data.max_pairs_per_language} pairs "
         f"per language; {base.max_steps} steps of global batch {base.batching.batch_size} ({base.batching.mode})",
@@ -81,9 +92,24 @@ def _settings(spec, ctx: ReportContext) -> list[str]:
     return lines
 
 
+def _fine_tuning(spec, ctx: ReportContext) -> str:
+    """Which layers trained (a deviation from the paper's full fine-tuning when partial)."""
+    recorded = sorted(set(ctx.trials.get("model/training", pd.Series(dtype=str)).dropna()))
+    if recorded:
+        return "; ".join(recorded)
+    values = {spec.train_config({}).model.train_layers, *spec.axes.get("model.train_layers", [])}
+    values.discard(None)
+    if not values and "model.train_layers" not in spec.tune:
+        return "all layers fine-tuned (full fine-tuning)"
+    tops = ", ".join(map(str, sorted(values))) or "tuned"
+    return f"top {tops} layers fine-tuned, embeddings and lower layers frozen (partial fine-tuning, activation cache)"
+
+
 def _table(table: pd.DataFrame) -> str:
     """A GitHub-markdown table (pandas' to_markdown needs the optional tabulate package)."""
     def cell(value) -> str:
+        if isinstance(value, float) and value != value:
+            return "n/a"  # never "nan": a CI needs >= 2 seeds, a missing metric was not measured
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
     header = "| " + " | ".join(map(str, table.columns)) + " |"

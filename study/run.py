@@ -5,9 +5,10 @@
     python study/run.py --study batch --set max_steps=20 --samples 1 --seeds 2
     python study/run.py --resume runs/batch-20250101-120000
 
-Phases: (1) search: a grid over the study's scaling axes, Optuna (TPE, seeded) within each
-cell, ASHA per cell; (2) with --seeds N, each cell's best configuration re-run with N
-seeds; (3) reports (CSV + PNG) rebuilt from the stored results. Ctrl-C / a killed driver
+Phases: (0) the zero-shot baseline: the untrained starting model on every final evaluation
+set (once per study, cached in results/); (1) search: a grid over the study's scaling axes,
+Optuna (TPE, seeded) within each cell, ASHA per cell; (2) with --seeds N, each cell's best
+configuration re-run with N seeds; (3) reports (CSV + PNG) rebuilt from the stored results. Ctrl-C / a killed driver
 loses nothing: --resume DIR continues where it stopped.
 """
 
@@ -88,7 +89,7 @@ def resolve_spec(args: argparse.Namespace) -> tuple[StudySpec, Path]:
 
 def prepare(args: argparse.Namespace) -> tuple[StudySpec, Path]:
     """All validation, before Ray starts: schema, data, output directory, local resources."""
-    from study.checks import check_data, check_local_resources, check_output_dir, check_storage_path
+    from study.checks import check_data, check_local_resources, check_models, check_output_dir, check_storage_path
 
     spec, output = resolve_spec(args)
     if args.resume is None and (output / SPEC_FILE).exists():
@@ -102,6 +103,7 @@ def prepare(args: argparse.Namespace) -> tuple[StudySpec, Path]:
     except (ValueError, OSError) as exc:
         # A data file missing, altered or malformed: its message names the file.
         raise StudyConfigError(f"data: {exc}") from exc
+    check_models(spec)
     output = check_output_dir(output)
     check_storage_path(spec)
     if args.resume is None:
@@ -205,16 +207,21 @@ def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, 
                 run_config=tune.RunConfig(
                     name=experiment,
                     storage_path=storage,
-                    callbacks=[ResultsCallback(output, resources, train_runs_dir=cleanup, experiment=experiment)],
+                    callbacks=[ResultsCallback(output, resources, train_runs_dir=cleanup, experiment=experiment,
+                                               storage=storage)],
                     # Retries happen inside Train (FailureConfig, from the last checkpoint).
                     failure_config=tune.FailureConfig(max_failures=0),
                     verbose=0,  # progress lines come from ResultsCallback
                 ),
             )
+    recorder = ResultsCallback(output, spec.resources.model_dump(), train_runs_dir=None, experiment=experiment,
+                               storage=storage)
     if tuner is not None:
         grid = tuner.fit()
-        recorder = ResultsCallback(output, spec.resources.model_dump(), train_runs_dir=None, experiment=experiment)
         recorder.reconcile(grid)
+    # A finished trial whose per-query file did not reach results/ (storage unreachable at the
+    # time, or a callback restored from an older study) gets it now; present ones are kept.
+    recorder.backfill_per_query()
     # Tune returns normally after Ctrl-C; the study's own table says whether every trial of
     # this phase finished (experiment names are the phase names).
     finished = len(_finished_rows(ResultStore(output), experiment))
@@ -263,6 +270,54 @@ class StudyInterrupted(RuntimeError):
     """Tune stopped before every trial finished (Ctrl-C / SIGINT); the state is saved."""
 
 
+def ensure_zero_shot(output: Path, compute) -> bool:
+    """Store the zero-shot baseline unless results/ already holds it (a resumed study).
+
+    ``compute()`` returns (model display name, ``final/<dataset>/<key>`` metrics, per-query
+    rows as a frame or parquet bytes). Returns whether it ran."""
+    from study.results import ResultStore
+
+    store = ResultStore(output)
+    cached = store.zero_shot()
+    if cached is not None:
+        print(f"[study] zero-shot baseline of {cached['model']}: cached in {store.dir}", flush=True)
+        return False
+    started = time.time()
+    name, metrics, per_query = compute()
+    store.write_zero_shot(name, metrics, per_query)
+    headline = {k: round(v, 4) for k, v in metrics.items() if k.endswith(("/cross_map", "/accuracy"))}
+    print(f"[study] zero-shot baseline of {name} ({time.time() - started:.0f} s): {headline}", flush=True)
+    return True
+
+
+def zero_shot_on_ray(spec: StudySpec, local: bool):
+    """The zero-shot evaluation as a Ray task where the trials' resources are.
+
+    A Ray task, not the driver: on a cluster the driver's node may have no GPU (or not the
+    trials' CPUs), and the baseline must be scored on the hardware trials are scored on. It
+    asks for one Train worker's resources (a GPU with use_gpu), so it fits wherever a trial's
+    worker fits; on local CPUs it takes all of one trial's CPUs (check_local_resources made
+    sure they exist). It runs before the first Tune experiment, so on 2 local cores it never
+    competes with trials: the Tune functions hold `tune_driver` slots, not CPUs, and no Train
+    worker exists yet.
+    """
+    import ray
+
+    from study.trial import zero_shot_task
+
+    resources = spec.resources
+    cpus = resources.cpus_per_worker
+    if local and not resources.use_gpu:
+        cpus = min(float(os.cpu_count() or 1), resources.num_workers * resources.cpus_per_worker)
+    task = ray.remote(zero_shot_task).options(num_cpus=cpus, num_gpus=1 if resources.use_gpu else 0, max_retries=1)
+    threads = None if resources.use_gpu else max(1, int(cpus))
+
+    def compute():
+        return ray.get(task.remote(spec.model_dump(mode="json"), threads))
+
+    return compute
+
+
 def seed_configs(spec: StudySpec, output: Path) -> list[dict]:
     """Each cell's best completed search trial (by the search objective), once per new seed."""
     from study.results import ResultStore
@@ -298,11 +353,18 @@ def main(argv: list[str] | None = None) -> int:
     from study.search import CellGridSearch, FixedConfigSearch, PerCellASHA, intermediate_metric
 
     started = time.time()
+    if spec.resources.activation_cache is None:
+        # Resolved here, not frozen into study.yaml: a moved study directory keeps its cache.
+        spec.resources.activation_cache = os.path.abspath(output / "activation-cache")
     storage = spec.resources.storage_path or str(output / "ray")
+    if "://" not in storage:
+        # Trials' workers write per-query files there from their own working directories.
+        storage = os.path.abspath(storage)
     print(f"[study] {spec.name}: {len(spec.cells()) or 1} cells x {spec.search.samples_per_cell} trials -> {output}",
           flush=True)
     cluster = start_ray(spec, args.address)
     try:
+        ensure_zero_shot(output, zero_shot_on_ray(spec, local=args.address is None))
         searcher = CellGridSearch(spec)
         scheduler = PerCellASHA(spec, functools.partial(history_rows, str(output))) if spec.search.asha else None
         run_experiment(spec, output, storage, SEARCH, searcher, scheduler, cluster)

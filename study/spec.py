@@ -114,6 +114,11 @@ class ResourceSettings(_Strict):
     max_concurrent_trials: int | None = Field(None, ge=1, description="None: from cluster resources")
     storage_path: str | None = Field(None, description="Ray storage (local dir, shared FS or s3://...)")
     keep_checkpoints: bool = Field(False, description="keep finished trials' Train checkpoints (local storage)")
+    activation_cache: str | None = Field(
+        None,
+        description="directory of the frozen-layer activation cache shared by all trials (model.train_layers); "
+        "None: <study dir>/activation-cache. On a cluster: a shared filesystem, or a node-local path",
+    )
 
 
 class ReportSettings(_Strict):
@@ -128,6 +133,129 @@ class ReportSettings(_Strict):
     )
 
 
+# --- claims: what a study's report must answer, checked with paired statistics ------------
+# (hybridir.evaluation.significance; computed by study/verdicts.py)
+CLAIM_MEASURES = ("ap", "ndcg@10", "r@1", "r@10", "rank_distance")
+# Selector values chosen from the results instead of named: "best" = the cell of highest
+# claim statistic (lowest for rank_distance) along that axis, per combination of the axes the
+# selector leaves open; "recommended" = the batch report's recommended batch size.
+SELECT_KEYWORDS = ("best", "recommended")
+
+
+class ClaimCompare(_Strict):
+    """Cells A and B of a difference A - B: ``{axis path: value}``; axes left out are averaged."""
+
+    a: dict[str, Any] = Field(..., min_length=1)
+    b: dict[str, Any] = Field(..., min_length=1)
+
+
+class ClaimSlope(_Strict):
+    """The OLS slope of the claim statistic per unit of ``axis``, over the cells whose axis
+    value is >= ``from`` (other axes fixed by ``where``, else averaged)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+    axis: str
+    from_: float = Field(..., alias="from")
+    where: dict[str, Any] = Field(default_factory=dict)
+
+
+class Claim(_Strict):
+    id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    statement: str
+    dataset: str = Field(..., description="one of evaluation.final")
+    setting: Literal["mono", "cross", "multi"]
+    measure: Literal[CLAIM_MEASURES]  # type: ignore[valid-type]
+    compare: ClaimCompare | None = None
+    slope: ClaimSlope | None = None
+    direction: Literal["greater", "less", "equivalent"]
+    margin: float | None = Field(None, gt=0, description="equivalence margin (default report.accuracy_tolerance)")
+    involving: list[str] | None = Field(
+        None, min_length=1, description="only language-pair cells whose query or candidate language is one of these"
+    )
+    untestable: str | None = Field(
+        None, description="why this run cannot test the claim: set when --set axes.* removed its cells"
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Claim":
+        if (self.compare is None) == (self.slope is None):
+            raise ValueError(f"claim {self.id!r}: give exactly one of 'compare' or 'slope'")
+        if self.margin is not None and self.direction != "equivalent":
+            raise ValueError(f"claim {self.id!r}: 'margin' applies to direction 'equivalent' only")
+        if self.measure == "rank_distance" and self.setting != "multi":
+            raise ValueError(f"claim {self.id!r}: measure rank_distance exists in setting 'multi' only")
+        return self
+
+
+def claim_grid_problem(compare: Any, slope: Any, axes: dict[str, list[Any]]) -> str | None:
+    """Why a claim's cells are not in the grid ``axes`` (None: they are). Works on raw dicts
+    (``--set`` handling, before validation) and on validated claims alike."""
+    def as_dict(value):
+        return value.model_dump(by_alias=True) if isinstance(value, BaseModel) else value
+
+    compare, slope = as_dict(compare), as_dict(slope)
+    axes = {path: values for path, values in axes.items() if isinstance(values, list)}  # others: schema errors
+    selectors = []
+    if isinstance(compare, dict):
+        selectors += [("compare.a", compare.get("a")), ("compare.b", compare.get("b"))]
+    if isinstance(slope, dict):
+        selectors.append(("slope.where", slope.get("where") or {}))
+    for where, selector in selectors:
+        for path, value in (selector or {}).items() if isinstance(selector, dict) else ():
+            if path in axes and value not in SELECT_KEYWORDS and value not in axes[path]:
+                return f"{where}: {path}={value!r} is not a value of axes[{path!r}] {axes[path]}"
+    if isinstance(slope, dict) and slope.get("axis") in axes:
+        axis, start = slope["axis"], slope.get("from")
+        numeric = [v for v in axes[axis] if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if isinstance(start, (int, float)) and len([v for v in numeric if v >= start]) < 2:
+            return f"slope: fewer than 2 values of axes[{axis!r}] {axes[axis]} are >= from={start}"
+    return None
+
+
+def _claim_axes(claim: Any) -> set[str]:
+    """The axis paths a raw claim names."""
+    paths: set[str] = set()
+    compare, slope = claim.get("compare"), claim.get("slope")
+    if isinstance(compare, dict):
+        for side in ("a", "b"):
+            paths |= set(compare.get(side) or {}) if isinstance(compare.get(side), dict) else set()
+    if isinstance(slope, dict):
+        paths |= {slope.get("axis")} | (set(slope.get("where") or {}) if isinstance(slope.get("where"), dict) else set())
+    return paths
+
+
+def _final_datasets(raw: dict) -> list | None:
+    final = (raw.get("evaluation") or {}).get("final") if isinstance(raw.get("evaluation"), dict) else None
+    if not isinstance(final, list):
+        return None
+    return [item.get("dataset") for item in final if isinstance(item, dict)]
+
+
+def _mark_untestable_claims(raw: dict, axes_before: dict, finals_before: list | None) -> None:
+    """A ``--set`` that drops a claim's cells or dataset (a small local run: fewer axis values,
+    another evaluation.final) keeps the claim, marked untestable with the reason, instead of
+    refusing the run; a claim that does not fit the YAML's own grid stays an error."""
+    axes = raw.get("axes") if isinstance(raw.get("axes"), dict) else {}
+    changed_axes = {p for p in set(axes) | set(axes_before) if axes.get(p) != axes_before.get(p)}
+    finals = _final_datasets(raw)
+    for claim in raw.get("claims") or []:
+        if not isinstance(claim, dict) or claim.get("untestable"):
+            continue
+        dataset = claim.get("dataset")
+        if finals is not None and finals != finals_before and dataset not in finals and dataset in (finals_before or []):
+            claim["untestable"] = f"dataset {dataset!r} is not among evaluation.final {finals} (changed by --set)"
+            continue
+        if not (_claim_axes(claim) & changed_axes):
+            continue
+        removed = sorted(p for p in _claim_axes(claim) & changed_axes if p not in axes)
+        problem = (f"{', '.join(removed)} no longer an axis" if removed
+                   else claim_grid_problem(claim.get("compare"), claim.get("slope"), axes))
+        if problem:
+            changed = ", ".join(f"axes.{p}" for p in sorted(_claim_axes(claim) & changed_axes))
+            claim["untestable"] = f"{problem} ({changed} changed by --set)"
+
+
 class StudySpec(_Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     question: str
@@ -139,6 +267,7 @@ class StudySpec(_Strict):
     evaluation: EvaluationSettings
     resources: ResourceSettings = Field(default_factory=ResourceSettings)
     report: ReportSettings
+    claims: list[Claim] = Field(default_factory=list, description="what the report must answer (verdict table)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySpec":
@@ -168,7 +297,50 @@ class StudySpec(_Strict):
                 probes.append({path: value})
         for probe in probes or [{}]:
             self.train_config(probe)
+        self._check_claims()
         return self
+
+    def _check_claims(self) -> None:
+        """Claims name existing axes, values of the grid, a final dataset; errors name the claim."""
+        finals = [final.dataset for final in self.evaluation.final]
+        ids = [claim.id for claim in self.claims]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"claims: ids repeat: {ids}")
+        for index, claim in enumerate(self.claims):
+            where = f"claims[{index}] ({claim.id})"
+            if claim.dataset not in finals and claim.untestable is None:
+                raise ValueError(f"{where}.dataset: {claim.dataset!r} is not among evaluation.final {finals}")
+            if claim.direction == "equivalent" and claim.margin is None:
+                if self.report.accuracy_tolerance <= 0:
+                    raise ValueError(f"{where}.margin: needed (report.accuracy_tolerance is 0)")
+                claim.margin = self.report.accuracy_tolerance
+            selectors = {"compare.a": claim.compare.a, "compare.b": claim.compare.b} if claim.compare else {
+                "slope.where": claim.slope.where}
+            for field, selector in selectors.items():
+                keywords = [path for path, value in selector.items() if value in SELECT_KEYWORDS]
+                if len(keywords) > 1:
+                    raise ValueError(f"{where}.{field}: at most one of {SELECT_KEYWORDS} per side, got {keywords}")
+                for path, value in selector.items():
+                    if path not in self.axes:
+                        raise ValueError(f"{where}.{field}: {path!r} is not an axis of the study {sorted(self.axes)}")
+                    if value in SELECT_KEYWORDS and field == "slope.where":
+                        raise ValueError(f"{where}.slope.where.{path}: {value!r} is for compare only")
+                    if value == "recommended" and (path != "batching.batch_size" or self.report.builder != "batch"):
+                        raise ValueError(f"{where}.{field}.{path}: 'recommended' is the batch report's batch size "
+                                         "(axis batching.batch_size, report.builder batch) only")
+            if claim.compare and claim.compare.a == claim.compare.b:
+                raise ValueError(f"{where}.compare: a and b select the same cells {claim.compare.a}")
+            if claim.slope:
+                axis = claim.slope.axis
+                if axis not in self.axes:
+                    raise ValueError(f"{where}.slope.axis: {axis!r} is not an axis of the study {sorted(self.axes)}")
+                if axis in claim.slope.where:
+                    raise ValueError(f"{where}.slope.where: fixes the slope's own axis {axis!r}")
+                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.axes[axis]):
+                    raise ValueError(f"{where}.slope.axis: {axis!r} has non-numeric values {self.axes[axis]}")
+            problem = claim_grid_problem(claim.compare, claim.slope, self.axes)
+            if problem and claim.untestable is None:
+                raise ValueError(f"{where}.{problem} (edit the claim, or drop claims with --set claims=[])")
 
     def cells(self) -> list[dict[str, Any]]:
         """The grid over the scaling axes: one dict (dotted path -> value) per cell."""
@@ -186,6 +358,10 @@ class StudySpec(_Strict):
         # Every intermediate evaluation is reported WITH a checkpoint (Train V2 keeps only
         # those), so evaluation and checkpoint cadence are one setting of the study.
         raw["eval_every"] = raw["checkpoint_every"] = self.evaluation.intermediate.every
+        model = raw.setdefault("model", {})
+        if isinstance(model, dict) and model.get("train_layers") and not model.get("activation_cache"):
+            # One cache for every trial, seed, worker and the zero-shot evaluation of the study.
+            model["activation_cache"] = self.resources.activation_cache
         try:
             return TrainConfig.model_validate(raw)
         except ValidationError as exc:
@@ -239,6 +415,8 @@ def apply_sets(raw: dict, assignments: list[str]) -> dict:
     """
     raw = copy.deepcopy(raw)
     sections = set(StudySpec.model_fields)
+    axes_before = copy.deepcopy(raw.get("axes")) if isinstance(raw.get("axes"), dict) else {}
+    finals_before = _final_datasets(raw)
     for assignment in assignments:
         key, value = _parse_set(assignment)
         head, _, rest = key.partition(".")
@@ -248,6 +426,7 @@ def apply_sets(raw: dict, assignments: list[str]) -> dict:
             _set_dotted(raw, key, value)
         else:
             _set_dotted(raw.setdefault("base", {}), key, value)
+    _mark_untestable_claims(raw, axes_before, finals_before)
     return raw
 
 

@@ -6,6 +6,11 @@ intermediate evaluation WITH the checkpoint just written (Train V2 keeps only re
 with checkpoints, and a retried worker resumes from the last one), rank 0 evaluating and
 all ranks reporting. After training, rank 0 runs the final evaluation with the study's
 full settings and everything is reported once more with the final checkpoint.
+
+Every evaluation goes through :func:`hybridir.evaluation.build_evaluator`, so each set is
+scored as its registered kind (LAReQA or bitext) exactly as ``python -m hybridir.evaluate``
+scores it. The final evaluation's per-query rows travel through the storage path, not the
+metrics dict (see :mod:`study.results`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import ray.train
 import torch
 import torch.distributed as dist
@@ -28,11 +34,10 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from hybridir.config import ModelConfig, TrainConfig
-from hybridir.data.registry import load_eval_set
-from hybridir.evaluation import encode_corpus, evaluate_lareqa, subset_corpus
+from hybridir.evaluation.evaluator import EvaluationResult, Evaluator, build_evaluator
 from hybridir.model import BiEncoder
 from hybridir.train import METRICS_FILE, MODEL_SUBDIR, TrainCallback, train
-from study.results import MATRICES
+from study.results import MATRICES, PER_QUERY_ROWS, parquet_bytes, per_query_frame, per_query_uri, write_storage_file
 from study.search import STEP
 from study.spec import EvalSetSettings, StudySpec
 
@@ -47,11 +52,9 @@ def trial_train_config(spec: StudySpec, config: dict) -> TrainConfig:
     return spec.train_config(overrides, seed=config.get("seed"))
 
 
-def load_eval_corpus(settings: EvalSetSettings, seed: int = 0):
-    corpus = load_eval_set(settings.dataset, languages=settings.languages)
-    if settings.max_queries is not None:
-        corpus = subset_corpus(corpus, max_queries=settings.max_queries, seed=seed)
-    return corpus
+def set_evaluator(settings: EvalSetSettings, seed: int = 0) -> Evaluator:
+    """The evaluator of one study evaluation set (its kind from the registry)."""
+    return build_evaluator(settings.dataset, languages=settings.languages, max_queries=settings.max_queries, seed=seed)
 
 
 def _scalar_summary(summary: dict, prefix: str) -> dict[str, float]:
@@ -62,24 +65,33 @@ def _scalar_summary(summary: dict, prefix: str) -> dict[str, float]:
     }
 
 
-def evaluate(model, corpus, prefix: str) -> tuple[dict, Any]:
-    """LAReQA scores of ``model`` on ``corpus`` as ``<prefix>/<summary key>`` metrics."""
-    was_training = model.training
-    model.eval()
-    try:
-        # The CLI's lengths, not the trial's training lengths: every trial and
-        # `python -m hybridir.evaluate` score the same texts the same way.
-        result = evaluate_lareqa(encode_corpus(model, corpus, max_query_length=EVAL_MAX_QUERY_LENGTH, max_passage_length=EVAL_MAX_PASSAGE_LENGTH))
-    finally:
-        model.train(was_training)
+def evaluate(model, evaluator: Evaluator, prefix: str) -> tuple[dict, EvaluationResult]:
+    """Scores of ``model`` by ``evaluator`` as ``<prefix>/<summary key>`` metrics."""
+    # The CLI's lengths, not the trial's training lengths: every trial and
+    # `python -m hybridir.evaluate` score the same texts the same way.
+    result = evaluator(model, max_query_length=EVAL_MAX_QUERY_LENGTH, max_passage_length=EVAL_MAX_PASSAGE_LENGTH)
     return _scalar_summary(result.summary, prefix), result
 
 
-def _matrices_payload(result) -> dict:
-    payload = {metric: json.loads(frame.to_json()) for metric, frame in result.matrices.items()}
-    if len(result.multilingual):
-        payload["multilingual"] = json.loads(result.multilingual.to_json())
-    return payload
+def _tables_payload(result: EvaluationResult) -> dict:
+    """The result's tables as JSON (LAReQA: metric matrices + multilingual; bitext: pairs)."""
+    return {name: json.loads(frame.to_json()) for name, frame in result.tables.items()}
+
+
+def evaluate_final_sets(spec: StudySpec, model) -> tuple[dict[str, float], dict, pd.DataFrame]:
+    """Every ``evaluation.final`` set, each scored as its kind: ``final/<dataset>/<key>``
+    metrics, the tables payload per dataset (results/matrices/) and the per-query rows of all
+    sets with a ``dataset`` column (results/per_query/). No Ray: trials and the zero-shot
+    baseline call it alike."""
+    metrics: dict[str, float] = {}
+    tables: dict[str, dict] = {}
+    per_query: dict[str, pd.DataFrame] = {}
+    for settings in spec.evaluation.final:
+        scores, result = evaluate(model, set_evaluator(settings), f"final/{settings.dataset}")
+        metrics.update(scores)
+        tables[settings.dataset] = _tables_payload(result)
+        per_query[settings.dataset] = result.per_query
+    return metrics, tables, per_query_frame(per_query)
 
 
 def _reported(metrics: dict) -> dict[str, float]:
@@ -103,7 +115,7 @@ class StudyCallback(TrainCallback):
         self.spec = spec
         self.config = config
         self.rank = ray.train.get_context().get_world_rank()
-        self._corpus = None
+        self._evaluator: Evaluator | None = None
         self.last_log: dict = {}
         self.last_eval: dict = {}
         # Throughput clock: starts at the first log of this session; evaluation, checkpoint
@@ -112,17 +124,17 @@ class StudyCallback(TrainCallback):
         self._overhead = 0.0
         self._logged_at = 0.0
 
-    def intermediate_corpus(self):
-        if self._corpus is None:
-            self._corpus = load_eval_corpus(self.spec.evaluation.intermediate, seed=self.spec.search.seed)
-        return self._corpus
+    def intermediate_evaluator(self) -> Evaluator:
+        if self._evaluator is None:
+            self._evaluator = set_evaluator(self.spec.evaluation.intermediate, seed=self.spec.search.seed)
+        return self._evaluator
 
     def on_evaluate(self, step: int, model) -> dict | None:
         if self.rank != 0:
             return None
         start = time.perf_counter()
         with evaluation_threads(self.spec):
-            metrics, _ = evaluate(model, self.intermediate_corpus(), "inter")
+            metrics, _ = evaluate(model, self.intermediate_evaluator(), "inter")
         self._add_overhead(time.perf_counter() - start)
         self.last_eval = {"step": step, **metrics}
         return metrics
@@ -185,9 +197,16 @@ def evaluation_threads(spec: StudySpec):
         torch.set_num_threads(previous)
 
 
-def _final_evaluation(spec: StudySpec, callback: StudyCallback, model_dir: Path, max_steps: int) -> dict:
-    """Rank 0: the study's full evaluation settings on the final model."""
-    model = BiEncoder.load(model_dir).to(ray.train.torch.get_device())
+def _final_evaluation(spec: StudySpec, callback: StudyCallback, model_dir: Path, max_steps: int,
+                      per_query_target: str) -> dict:
+    """Rank 0: the study's full evaluation settings on the final model; the per-query rows
+    go to ``per_query_target`` (the storage path), only their count into the metrics."""
+    model = BiEncoder.load(model_dir)
+    model_config = callback.config.model
+    if model.bottom is not None and model_config.activation_cache:
+        # Trained top, untouched bottom: the study's cached states of every evaluation text apply.
+        model.attach_activation_cache(model_config.activation_cache, model_config.activation_cache_max_gb)
+    model.to(ray.train.torch.get_device())
     final: dict[str, Any] = {}
     # The objective of the last intermediate evaluation travels with the final report, so
     # Optuna and the results table see the number ASHA saw (evaluated now if the last
@@ -195,15 +214,36 @@ def _final_evaluation(spec: StudySpec, callback: StudyCallback, model_dir: Path,
     if callback.last_eval.get("step") == max_steps:
         final.update({k: v for k, v in callback.last_eval.items() if k != "step"})
     else:
-        final.update(evaluate(model, callback.intermediate_corpus(), "inter")[0])
-    matrices = {}
-    for settings in spec.evaluation.final:
-        metrics, lareqa = evaluate(model, load_eval_corpus(settings), f"final/{settings.dataset}")
-        final.update(metrics)
-        matrices[settings.dataset] = _matrices_payload(lareqa)
-    final[MATRICES] = json.dumps(matrices)
+        final.update(evaluate(model, callback.intermediate_evaluator(), "inter")[0])
+    metrics, tables, per_query = evaluate_final_sets(spec, model)
+    final.update(metrics)
+    # Written before the report: a retry after this point evaluates again and replaces it.
+    write_storage_file(per_query_target, parquet_bytes(per_query))
+    final[PER_QUERY_ROWS] = len(per_query)
+    final[MATRICES] = json.dumps(tables)
     final["model/display_name"] = model.display_name
+    final["model/training"] = model.training_description
     return final
+
+
+def zero_shot_evaluation(spec: StudySpec) -> tuple[str, dict[str, float], pd.DataFrame]:
+    """The untrained starting model (the base training config's ``model`` section) on every
+    ``evaluation.final`` set, at the trials' evaluation lengths: (display name, metrics
+    ``final/<dataset>/<key>``, per-query rows)."""
+    model = BiEncoder.from_config(spec.train_config({}).model)
+    if spec.resources.use_gpu and torch.cuda.is_available():
+        model = model.to("cuda")
+    metrics, _, per_query = evaluate_final_sets(spec, model)
+    return model.display_name, metrics, per_query
+
+
+def zero_shot_task(spec_data: dict, threads: int | None = None) -> tuple[str, dict[str, float], bytes]:
+    """:func:`zero_shot_evaluation` as run in a Ray task: the per-query rows come back as
+    compressed parquet (a few MB once per study, fine for the object store)."""
+    if threads:
+        torch.set_num_threads(threads)
+    name, metrics, per_query = zero_shot_evaluation(StudySpec.model_validate(spec_data))
+    return name, metrics, parquet_bytes(per_query)
 
 
 def train_worker(loop_config: dict) -> None:
@@ -211,6 +251,7 @@ def train_worker(loop_config: dict) -> None:
     report with the final checkpoint."""
     spec = StudySpec.model_validate(loop_config["spec"])
     config = TrainConfig.model_validate(loop_config["train_config"])
+    per_query_target = loop_config["per_query_uri"]
     callback = StudyCallback(spec, config)
     output_dir = Path(tempfile.mkdtemp(prefix="hybridir-trial-"))
     checkpoint = ray.train.get_checkpoint()
@@ -226,7 +267,8 @@ def train_worker(loop_config: dict) -> None:
         final = callback.throughput(config.max_steps)  # before the final evaluation's time
         if callback.rank == 0:
             with evaluation_threads(spec):
-                final.update(_final_evaluation(spec, callback, final_checkpoint / MODEL_SUBDIR, config.max_steps))
+                final.update(_final_evaluation(spec, callback, final_checkpoint / MODEL_SUBDIR, config.max_steps,
+                                               per_query_target))
         if dist.is_available() and dist.is_initialized():
             dist.barrier()  # the other ranks wait for rank 0's evaluation before the report
         # No checkpoint this time: the final one was reported with the last step (a retry
@@ -250,7 +292,8 @@ def run_trial(config: dict, spec_data: dict, storage_path: str, experiment: str)
     trial_id = tune.get_context().get_trial_id()
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"spec": spec_data, "train_config": train_config.model_dump(mode="json")},
+        train_loop_config={"spec": spec_data, "train_config": train_config.model_dump(mode="json"),
+                           "per_query_uri": per_query_uri(storage_path, experiment, trial_id)},
         scaling_config=ScalingConfig(
             num_workers=resources.num_workers, use_gpu=resources.use_gpu, resources_per_worker=per_worker
         ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import os
 from collections import Counter
@@ -10,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hybridir.batching import HybridBatchSampler, PairRef, TrainingPool, is_monolingual
+from hybridir.batching import (
+    EXPOSURE_FIELDS,
+    Exposure,
+    HybridBatchSampler,
+    LanguageExposure,
+    PairRef,
+    TrainingPool,
+    is_monolingual,
+)
 from hybridir.config import BatchConfig, DataConfig
 from hybridir.data.types import ParallelPairs
 from hybridir.languages import canonical
@@ -28,8 +38,7 @@ def _read_lines(path: Path) -> list[str]:
         return [next(handle).rstrip("\n") for _ in range(NUM_LINES)]
 
 
-@pytest.fixture(scope="module")
-def ntrex() -> ParallelPairs:
+def _load_ntrex() -> ParallelPairs:
     """Query = an NTREX sentence, passage = the next sentence of the same news document."""
     root = _ntrex_dir()
     documents = _read_lines(root / "DOCUMENT_IDS.tsv")
@@ -46,6 +55,11 @@ def ntrex() -> ParallelPairs:
         queries=queries,
         passages=passages,
     )
+
+
+@pytest.fixture(scope="module")
+def ntrex() -> ParallelPairs:
+    return _load_ntrex()
 
 
 @pytest.fixture(scope="module")
@@ -114,15 +128,20 @@ def test_measured_xx_share_converges_to_alpha(pool: TrainingPool, alpha: float) 
 
 
 def test_xx_languages_are_weighted_by_their_items(ntrex: ParallelPairs) -> None:
-    caps = {"de": 200, "fr": 100, "ja": 50, "zh": 50, "ar": 0, "sw": 10}
+    caps = {"de": 200, "fr": 100, "ja": 50, "zh": 40, "ar": 0, "sw": 10}
     pool = TrainingPool(ntrex, ntrex.languages, caps, seed=0)
     sampler = HybridBatchSampler(pool, batch_size=16, mode="xx", alpha=1.0, seed=5)
-    assert sampler.describe()["xx_languages"] == ["de", "fr", "ja", "zh"]  # sw has < 16 items
+    # sw has fewer than 16 items: smaller X-X batches, same weight rule; ar (0 items) has none.
+    assert sampler.describe()["xx_languages"] == ["de", "fr", "ja", "zh", "sw"]
+    assert sampler.describe()["xx_batch_sizes"] == {"de": 16, "fr": 16, "ja": 16, "zh": 16, "sw": 10}
     n = 3000
-    counts = Counter(batch[0].query_lang for batch in _batches(sampler, n))
-    assert set(counts) == {"de", "fr", "ja", "zh"}
-    for lang, weight in {"de": 0.5, "fr": 0.25, "ja": 0.125, "zh": 0.125}.items():
+    batches = _batches(sampler, n)
+    counts = Counter(batch[0].query_lang for batch in batches)
+    assert set(counts) == {"de", "fr", "ja", "zh", "sw"}
+    for lang, items in {"de": 200, "fr": 100, "ja": 50, "zh": 40, "sw": 10}.items():
+        weight = items / 400
         assert abs(counts[lang] / n - weight) <= 4.5 * math.sqrt(weight * (1 - weight) / n)
+    assert {len(batch) for batch in batches if batch[0].query_lang == "sw"} == {10}
 
 
 def test_caps_are_respected_and_nested(ntrex: ParallelPairs) -> None:
@@ -266,7 +285,8 @@ def test_pool_from_config_errors_name_the_field(ntrex: ParallelPairs, cfg: DataC
     [
         (["de"], {}, dict(mode="xy"), "need at least 2 languages"),
         (["de"], {}, dict(mode="hybrid", alpha=0.5), "need at least 2 languages"),
-        (["de", "fr"], {"de": 10, "fr": 10}, dict(mode="xx"), "no training language has batch_size usable items"),
+        (["de", "fr"], {"de": 1, "fr": 1}, dict(mode="xx"), "no training language has the 2 usable items"),
+        (["de", "fr"], {"de": 3, "fr": 3}, dict(mode="xx", world_size=4), r"the 4 usable items .*'de': 3"),
         (["de", "fr"], {"fr": 10}, dict(mode="xy"), "only 10 items are usable in 2 or more languages"),
         (["de", "fr"], {}, dict(batch_size=1), "batch_size=1 must be an integer >= 2"),
         (["de", "fr"], {}, dict(alpha=1.5), r"alpha=1.5 must lie in \[0, 1\]"),
@@ -341,3 +361,155 @@ def test_on_the_registered_ntrex_source() -> None:
         assert len(share) == 16 and len({ref.item for ref in share}) == 16
         assert all(ref.item in pool.items(ref.query_lang) for ref in share)
         assert all(ref.item in pool.items(ref.passage_lang) for ref in share)
+
+
+# ---- languages with fewer usable items than batch_size: smaller X-X batches ----------------
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_xx_batch_size_is_continuous_at_batch_size(ntrex: ParallelPairs, offset: int, world_size: int) -> None:
+    batch_size = 16
+    items = batch_size + offset
+    pool = TrainingPool(ntrex, ["de", "fr", "ja"], {"de": 40, "fr": items, "ja": 40}, seed=0)
+    ranks = [
+        HybridBatchSampler(pool, batch_size, "hybrid", alpha=0.5, seed=2, rank=r, world_size=world_size)
+        for r in range(world_size)
+    ]
+    # min(batch_size, items) rounded down to a multiple of world_size: 15 | 14 below, 16 at and above.
+    expected = {(-1, 1): 15, (-1, 2): 14}.get((offset, world_size), batch_size)
+    assert ranks[0].xx_batch_size("fr") == expected
+    assert ranks[0].xx_batch_size("de") == batch_size
+    assert "fr" in ranks[0].describe()["xx_languages"]
+    assert len(ranks[0]) < 300  # several epochs
+    fr_batches = 0
+    for epoch, index, share in ranks[0].iterate(num_steps=300):
+        batch = ranks[0].global_batch(epoch, index)
+        shares = [share] + [sampler.local_batch(epoch, index) for sampler in ranks[1:]]
+        assert sum(shares, []) == batch
+        assert {len(share) for share in shares} == {len(batch) // world_size}
+        assert len({ref.item for ref in batch}) == len(batch)
+        if is_monolingual(batch):
+            assert len(batch) == ranks[0].xx_batch_size(batch[0].query_lang)
+            assert all(ref.item in pool.items(ref.query_lang) for ref in batch)
+            fr_batches += batch[0].query_lang == "fr"
+        else:
+            assert len(batch) == batch_size
+    assert fr_batches > 10  # weight ~ items / (items + 80) of the ~150 X-X batches
+
+
+@pytest.mark.parametrize(
+    ("items", "world_size", "expected"),
+    [(1, 1, 0), (2, 1, 2), (3, 1, 3), (1, 2, 0), (2, 2, 2), (3, 2, 2), (3, 4, 0), (4, 4, 4), (7, 4, 4)],
+)
+def test_smallest_xx_batch_has_two_pairs_and_one_per_rank(
+    ntrex: ParallelPairs, items: int, world_size: int, expected: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = TrainingPool(ntrex, ["de", "fr"], {"de": 30, "fr": items}, seed=0)
+    with caplog.at_level(logging.WARNING, logger="hybridir.batching"):
+        sampler = HybridBatchSampler(pool, 16, "xx", seed=1, world_size=world_size)
+    assert sampler.min_xx_batch_size == max(2, world_size)
+    assert sampler.xx_batch_size("fr") == expected
+    assert ("fr" in sampler.describe()["xx_languages"]) == bool(expected)
+    # A language left without X-X batches is said so, not hidden.
+    warned = [record.getMessage() for record in caplog.records]
+    assert any("['fr']" in message and "get no X-X batches" in message for message in warned) == (expected == 0)
+    batches = [sampler.global_batch(*sampler.position(step)) for step in range(400)]
+    sizes = {len(batch) for batch in batches if batch[0].query_lang == "fr"}
+    assert sizes == ({expected} if expected else set())
+
+
+def test_xx_batch_size_of_an_unknown_language_fails_clearly(pool: TrainingPool) -> None:
+    sampler = HybridBatchSampler(pool, 16, "hybrid", 0.5, seed=0)
+    with pytest.raises(KeyError, match="'ko' is not a training language"):
+        sampler.xx_batch_size("ko")
+
+
+def _digest(batches: list[list[PairRef]]) -> str:
+    text = "|".join(";".join(f"{r.item}:{r.query_lang}:{r.passage_lang}" for r in batch) for batch in batches)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# Digests of batches drawn by the sampler of commit e832f1d (before smaller X-X batches), on
+# positions (0, 0..7) and (3, 5): global batches, then every rank's share in rank order.
+_BEFORE_REDUCED_XX = {
+    "full_pools": ({}, dict(batch_size=16, mode="hybrid", alpha=0.5, seed=4, world_size=2),
+                   "ba37d3fd48cf2ea0", "3cafab097003b251"),
+    "zero_shot_language": ({"ar": 0, "sw": 1}, dict(batch_size=32, mode="hybrid", alpha=0.5, seed=7, world_size=2),
+                           "10b09e8d21e753a9", "c18601f00bf7d857"),
+    "caps_at_or_above_batch_size": ({"de": 200, "fr": 100, "ja": 50, "zh": 50, "ar": 0, "sw": 1},
+                                    dict(batch_size=16, mode="xx", alpha=1.0, seed=5, world_size=1),
+                                    "e960873b233c65d3", "e960873b233c65d3"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_BEFORE_REDUCED_XX))
+def test_configs_without_a_reduced_language_draw_the_same_batches_as_before(ntrex: ParallelPairs, name: str) -> None:
+    caps, kwargs, global_digest, shares_digest = _BEFORE_REDUCED_XX[name]
+    pool = TrainingPool(ntrex, ntrex.languages, caps, seed=0)
+    ranks = [HybridBatchSampler(pool, rank=r, **kwargs) for r in range(kwargs["world_size"])]
+    assert all(ranks[0].xx_batch_size(lang) in (0, kwargs["batch_size"]) for lang in pool.languages)
+    positions = [(0, index) for index in range(8)] + [(3, 5)]
+    assert _digest([ranks[0].global_batch(*position) for position in positions]) == global_digest
+    assert _digest([sampler.local_batch(*position) for position in positions for sampler in ranks]) == shares_digest
+
+
+def test_a_reduced_language_changes_only_xx_batches(ntrex: ParallelPairs) -> None:
+    pool = TrainingPool(ntrex, ntrex.languages, {"sw": 10}, seed=0)
+    sampler = HybridBatchSampler(pool, batch_size=16, mode="hybrid", alpha=0.5, seed=3)
+    batches = [sampler.global_batch(0, index) for index in range(20)]
+    cross = [index for index, batch in enumerate(batches) if not is_monolingual(batch)]
+    # The same positions were X-Y, with these very batches, at commit e832f1d.
+    assert cross == [3, 4, 5, 8, 12, 14, 15, 17, 19]
+    assert _digest([batches[index] for index in cross]) == "0afcfcc4a9ea32b0"
+
+
+# ---- exposure: what each language trained on ------------------------------------------------
+
+
+def _count_exposure(batches: list[list[PairRef]], languages: list[str]) -> dict[str, dict[str, int]]:
+    counts = {lang: dict.fromkeys(EXPOSURE_FIELDS, 0) for lang in languages}
+    for batch in batches:
+        if is_monolingual(batch):
+            counts[batch[0].query_lang]["xx_batches"] += 1
+            counts[batch[0].query_lang]["xx_pairs"] += len(batch)
+        else:
+            for ref in batch:
+                counts[ref.query_lang]["xy_query_pairs"] += 1
+                counts[ref.passage_lang]["xy_passage_pairs"] += 1
+    return counts
+
+
+@pytest.mark.parametrize(("start", "steps"), [((0, 0), 60), ((1, 3), 25), ((0, 0), 0)])
+def test_exposure_counts_the_batches_the_ranks_train_on(
+    ntrex: ParallelPairs, start: tuple[int, int], steps: int
+) -> None:
+    # A reduced (sw: 11 -> 10 per X-X batch on 2 ranks) and a zero-shot (ar) language.
+    pool = TrainingPool(ntrex, ntrex.languages, {"de": 30, "fr": 20, "ja": 30, "zh": 20, "ar": 0, "sw": 11}, seed=0)
+    ranks = [HybridBatchSampler(pool, 16, "hybrid", 0.7, seed=6, rank=r, world_size=2) for r in range(2)]
+    streams = [sampler.iterate(*start, num_steps=steps) for sampler in ranks]
+    trained = [left + right for (_, _, left), (_, _, right) in zip(*streams)]
+    assert len(trained) == steps
+    assert len(ranks[0]) < 60  # so the 60-step case crosses an epoch boundary
+    exposure = ranks[1].exposure(steps, *start)  # any rank: the counts are of the global batches
+    assert isinstance(exposure, Exposure) and (exposure.num_steps, exposure.start_epoch) == (steps, start[0])
+    expected = _count_exposure(trained, pool.languages)
+    assert {lang: vars(counts) for lang, counts in exposure.per_language.items()} == expected
+    assert exposure.per_language["ar"] == LanguageExposure(0, 0, 0, 0)
+    if steps:
+        assert exposure.per_language["sw"].xx_batches > 0
+        assert exposure.per_language["sw"].xx_pairs == 10 * exposure.per_language["sw"].xx_batches
+        assert sum(c.xx_pairs + c.xy_query_pairs for c in exposure.per_language.values()) == sum(map(len, trained))
+
+    flat = exposure.as_flat_dict()
+    assert set(flat) == {f"exposure/{lang}/{field}" for lang in pool.languages for field in EXPOSURE_FIELDS}
+    assert all(type(value) is int for value in flat.values())  # plain ints survive JSON and the study's filter
+    assert flat["exposure/sw/xx_pairs"] == expected["sw"]["xx_pairs"]
+
+
+def test_exposure_rejects_bad_arguments(pool: TrainingPool) -> None:
+    sampler = HybridBatchSampler(pool, 16, "hybrid", 0.5, seed=0)
+    with pytest.raises(ValueError, match="num_steps=-1 must be a non-negative integer"):
+        sampler.exposure(-1)
+    with pytest.raises(ValueError, match=r"index=\d+ must be in \[0, \d+\)"):
+        sampler.exposure(5, 0, len(sampler))

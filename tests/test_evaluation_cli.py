@@ -18,6 +18,8 @@ from hybridir import evaluate
         (["--dataset", "xquad-r", "--languages", "fr"], "fr"),
         (["--dataset", "mlqa-r", "--max-queries", "0"], "--max-queries must be >= 1"),
         (["--dataset", "mlqa-r", "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--dataset", "mlqa-r", "--train-layers", "0"], "--train-layers must be >= 1"),
+        (["--dataset", "mlqa-r", "--cache-dir", "/tmp/x"], "not a partially fine-tuned model"),
     ],
 )
 def test_bad_arguments_fail_before_loading(argv, message, capsys, monkeypatch):
@@ -62,3 +64,24 @@ def test_end_to_end_bitext(tiny_encoder_dir, tmp_path):
     # the 30 sampled ids are spread over the two pairs (Tatoeba ids differ per pair)
     assert pairs.set_index(["source", "target"]).n_sentences.loc[[("de", "en"), ("fr", "en")]].sum() == 30
     assert json.loads((out / "summary.json").read_text())["n_candidate_texts"] <= 30
+    per_query = pd.read_parquet(out / "per_query.parquet")
+    assert len(per_query) == 2 * 30 and set(per_query.setting) == {"bitext"}
+    accuracy = per_query.groupby(["query_lang", "candidate_lang"])["correct@1"].mean()
+    assert accuracy.to_dict() == pytest.approx(pairs.set_index(["source", "target"]).accuracy.to_dict(), abs=1e-5)  # %.6g CSV
+
+
+def test_the_activation_cache_makes_a_second_evaluation_read_only_and_equal(tmp_path, capsys):
+    from conftest import build_tiny_encoder_dir
+
+    model = build_tiny_encoder_dir(tmp_path / "tiny4", num_layers=4)
+    base = ["--model", str(model), "--dataset", "xquad-r", "--languages", "de,el", "--max-queries", "8"]
+    evaluate.main([*base, "--output", str(tmp_path / "plain")])
+    cached = [*base, "--train-layers", "1", "--cache-dir", str(tmp_path / "cache")]
+    evaluate.main([*cached, "--output", str(tmp_path / "cold")])
+    evaluate.main([*cached, "--output", str(tmp_path / "warm")])
+    capsys.readouterr()
+    plain, cold, warm = (json.loads((tmp_path / run / "summary.json").read_text()) for run in ("plain", "cold", "warm"))
+    assert cold["activation_cache_hits"] == 0 and cold["activation_cache_misses"] > 2400
+    assert warm["activation_cache_misses"] == 0 and warm["activation_cache_hits"] == cold["activation_cache_misses"]
+    for key in ("mono_map", "cross_map", "multi_map", "rank_distance"):
+        assert cold[key] == pytest.approx(plain[key], abs=1e-6) and warm[key] == pytest.approx(plain[key], abs=1e-6)

@@ -30,6 +30,7 @@ from test_study_e2e import _driver
 TOLERANCE = 1e-6
 COMMON = [
     "--set", "model.num_layers=1",
+    "--set", "model.train_layers=null",  # the classic full fine-tuning path (e2e tests the cache)
     "--set", "log_every=2",
     "--set", "evaluation.intermediate.every=2",
     "--set", "evaluation.intermediate.max_queries=8",
@@ -38,6 +39,9 @@ COMMON = [
     "--set", "report.low_resource_languages=[th]",
     "--set", "axes.batching.alpha=[0.5]",
     "--set", "search.asha=null",
+    # the shipped default study tunes nothing and re-runs seeds; these tests exercise Optuna
+    "--set", 'tune={"optim.lr": {"distribution": "loguniform", "low": 1.0e-5, "high": 3.0e-4}}',
+    "--set", "search.seeds=0",
     "--num-workers", "2",
 ]
 COMPARED = ("final/", "inter/", "train/loss")

@@ -18,7 +18,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = [
-    "--set", "model.num_layers=1",
+    # Full depth is too slow for a test: 2 layers, the top one trained, the bottom cached.
+    "--set", "model.num_layers=2",
+    "--set", "model.train_layers=1",
     "--set", "max_steps=4",
     "--set", "log_every=2",
     "--set", "evaluation.intermediate.every=2",
@@ -28,6 +30,9 @@ TINY = [
     "--set", "report.low_resource_languages=[th, el]",
     "--set", "axes.batching.alpha=[0.0, 1.0]",
     "--set", "search.asha.grace_period=2",
+    # the shipped default study tunes nothing and re-runs seeds; these tests exercise Optuna
+    "--set", 'tune={"optim.lr": {"distribution": "loguniform", "low": 1.0e-5, "high": 3.0e-4}}',
+    "--set", "search.seeds=0",
     "--samples", "1",
     "--num-workers", "2",
 ]
@@ -77,15 +82,32 @@ def test_study_runs_is_interrupted_and_resumes(tmp_path):
     assert set(trials["status"]) == {"completed"}
     assert trials["final/xquad-r/cross_map"].between(0, 1).all()
     assert (trials["num_workers"] == 2).all()
+    # per-query rows of every finished trial's final evaluation, copied from the storage path
+    for trial_id, rows in zip(trials["trial_id"], trials["per_query/rows"]):
+        per_query = pd.read_parquet(output / "results" / "per_query" / f"{trial_id}.parquet")
+        assert len(per_query) == rows > 0 and set(per_query["dataset"]) == {"xquad-r"}
+        assert not per_query.duplicated(["setting", "query_lang", "candidate_lang", "query_id"]).any()
+    # the untrained model, once (the resume found it cached)
+    zero_shot = json.loads((output / "results" / "zero_shot.json").read_text())
+    assert 0 <= zero_shot["metrics"]["final/xquad-r/cross_map"] <= 1 and zero_shot["model"]
+    assert len(pd.read_parquet(output / "results" / "per_query" / "zero-shot.parquet")) == trials["per_query/rows"].iloc[0]
+    assert "zero-shot baseline" in (tmp_path / "second.log").read_text()
+    assert "cached" in (tmp_path / "second.log").read_text()
     history = pd.read_csv(output / "results" / "history.csv")
     assert not history.duplicated(["trial_id", "study_step"]).any()
     assert set(history["study_step"]) >= {2, 4}
 
     report_dir = output / "reports" / "default"
     ratio = pd.read_csv(report_dir / "ratio.csv")
-    assert sorted(ratio["alpha"]) == [0.0, 1.0]
+    trained = ratio[ratio["run"] != "zero-shot"]  # the untrained model has its own row (no alpha)
+    assert sorted(trained["alpha"]) == [0.0, 1.0] and (ratio["run"] == "zero-shot").sum() == 1
     per_language = pd.read_csv(report_dir / "ratio_per_language.csv")
     assert set(per_language["language"]) == {"th", "el"}
+    # partial fine-tuning: one activation cache for the zero-shot run, every trial and worker
+    assert set(trials["model/training"]) == {"top 1 of 2 layers fine-tuned, embeddings and lower 1 layer frozen"}
+    assert list((output / "activation-cache").glob("*/shard-*.safetensors"))
+    assert (history["train/activation_cache_hit_rate"].dropna() > 0).any()
+    assert "top 1 of 2 layers fine-tuned" in (report_dir / "report.md").read_text()
     for name in ("ratio_worst_xquad-r.png", "learning_curves.png", "report.md"):
         assert (report_dir / name).stat().st_size > 0
     # the report CLI rebuilds the same tables from the stored results

@@ -193,6 +193,42 @@ def test_data_report_pairs_with_target_languages(tmp_path):
     assert got == pytest.approx(expected)
 
 
+def test_data_report_shows_the_target_languages_exposure(tmp_path):
+    spec = load_study("data", ["axes.data.pairs_per_target_language=[0, 50, all]", "report.target_languages=[th]"])
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    langs = ["en", "th"]
+    fields = ("xx_batches", "xx_pairs", "xy_query_pairs", "xy_passage_pairs")
+    expected = {}
+    for cell, axes in enumerate(spec.cells()):
+        size = str(axes["data.pairs_per_target_language"])
+        values = {q: {c: 0.5 for c in langs} for q in langs}
+        for seed in range(2):
+            metrics = {"inter/cross_ndcg@10": 0.3}
+            if size != "all":  # the "all" cell stands for runs from before exposure was recorded
+                counts = {field: 10 * cell + 3 * seed + k for k, field in enumerate(fields)}
+                metrics.update({f"train/exposure/th/{field}": value for field, value in counts.items()})
+                metrics["train/exposure/en/xx_pairs"] = 999  # not a target language: not shown
+                for field, value in counts.items():
+                    expected.setdefault((size, field), []).append(value)
+            row = _trial(spec, f"t{cell}{seed}", cell, "seeds", metrics, seed=seed + 1)
+            store.append_trial(row, _matrices(values, {l: 0.5 for l in langs}))
+    out = build_reports(tmp_path)
+    exposure = pd.read_csv(out / "data_exposure.csv").astype({"pairs_per_target_language": str})
+    assert set(exposure["target_language"]) == {"th"}
+    exposure = exposure.set_index("pairs_per_target_language")
+    per_target = pd.read_csv(out / "data_per_target.csv").astype({"pairs_per_target_language": str})
+    per_target = per_target.set_index("pairs_per_target_language")
+    for size in ("0", "50"):
+        assert exposure.loc[size, "n_trials_with_exposure"] == 2
+        for field in fields:
+            assert exposure.loc[size, f"exposure_{field}"] == pytest.approx(np.mean(expected[(size, field)]))
+            assert per_target.loc[size, f"exposure_{field}"] == pytest.approx(np.mean(expected[(size, field)]))
+    assert exposure.loc["all", "n_trials_with_exposure"] == 0
+    assert exposure.loc["all", [f"exposure_{field}" for field in fields]].isna().all()
+    assert "exposure_xx_pairs" in (out / "report.md").read_text()
+
+
 def test_scale_report_best_mode_per_model(tmp_path):
     spec = load_study("scale", ["axes.model.name=[me5-small-offline-l3, me5-small-offline]",
                                 "axes.batching.mode=[xx, hybrid]"])

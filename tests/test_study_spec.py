@@ -60,6 +60,12 @@ DATA_CASES = [
     ("unknown training source", edited("data.source", "ntrex256"), "data.source"),
     ("training on the evaluated articles", edited("data.source", "xquad"), "data.source='xquad' leaks into evaluation dataset 'xquad-r'"),
     ("low-resource language not evaluated", edited("report.low_resource_languages", ["sw"]), "report.low_resource_languages[0]"),
+    # a bitext set has no cross_map: ASHA and Optuna would wait for a metric that never comes
+    ("bitext intermediate with a LAReQA metric",
+     edited("evaluation.intermediate", {"dataset": "tatoeba", "languages": ["de"], "max_queries": 20, "every": 10}),
+     "search.metric: 'cross_map' is not produced by evaluation.intermediate.dataset='tatoeba' (scored as bitext)"),
+    ("LAReQA intermediate with a bitext metric", edited("search.metric", "accuracy"),
+     "search.metric: 'accuracy' is not produced by evaluation.intermediate.dataset='xquad-r' (scored as lareqa)"),
 ]
 
 
@@ -71,6 +77,14 @@ def test_data_checks_reject_with_field_name(case, raw, needle):
     with pytest.raises(StudyConfigError) as info:
         check_data(load_study(raw))
     assert needle in str(info.value)
+
+
+def test_bitext_intermediate_with_a_bitext_metric_passes_the_metric_check():
+    from study.checks import check_search_metric
+
+    raw = edited("evaluation.intermediate", {"dataset": "tatoeba", "languages": ["de"], "max_queries": 20, "every": 10})
+    raw["search"]["metric"] = "accuracy_to_en"
+    check_search_metric(load_study(raw))
 
 
 def test_shipped_studies_are_valid():
@@ -130,6 +144,7 @@ def test_sets_reach_study_and_training_config():
 def test_virtual_target_axis_caps_only_target_languages():
     raw = edited("report.target_languages", ["de", "fr"])
     raw["axes"] = {TARGET_PAIRS_AXIS: [0, 50, "all"]}
+    raw["claims"] = []  # the default study's claims compare batching.alpha cells: not an axis here
     spec = load_study(raw)
     caps = [spec.train_config(cell).data.pairs_per_language for cell in spec.cells()]
     assert caps == [{"de": 0, "fr": 0}, {"de": 50, "fr": 50}, {}]
@@ -162,6 +177,10 @@ CLI_CASES = [
     ("language missing from the evaluation set", ["evaluation.intermediate.languages=[en, sw]"],
      "evaluation.intermediate.languages[1]"),
     ("unwritable storage path", ["resources.storage_path=/proc/hybridir-storage"], "resources.storage_path"),
+    ("more layers to train than the model has", ["model.train_layers=13"], "model.train_layers=13"),
+    ("a local model directory that does not exist", ["model.name=./no-such-model"], "model.name='./no-such-model'"),
+    ("bitext set as the intermediate evaluation", ["evaluation.intermediate={dataset: tatoeba, languages: [de], every: 10}"],
+     "search.metric"),
 ]
 
 

@@ -257,3 +257,48 @@ def test_command_line_rejects_a_bad_value_before_training(tmp_path, capsys):
     assert main(["--set", "optim.lr=-1", "--output", str(tmp_path)]) == 2
     assert "optim.lr" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+# --- partial fine-tuning with the activation cache ------------------------------------------
+@pytest.fixture(scope="module")
+def tiny4_dir(tmp_path_factory):
+    from conftest import build_tiny_encoder_dir
+
+    return build_tiny_encoder_dir(tmp_path_factory.mktemp("tiny4-train"), num_layers=4)
+
+
+def test_partial_fine_tuning_is_the_same_run_cold_warm_and_uncached(tiny4_dir, pairs, tmp_path):
+    cache = tmp_path / "cache"
+    runs = {}
+    for name, cache_dir in (("uncached", None), ("cold", cache), ("warm", cache)):
+        recorder = Recorder()
+        config = make_config(tiny4_dir, **{"model.train_layers": 2, "model.activation_cache": str(cache_dir) if cache_dir else None})
+        result = train(config, tmp_path / name, callbacks=[recorder], pairs=pairs)
+        runs[name] = (recorder, result)
+    losses = {name: recorder.losses() for name, (recorder, _) in runs.items()}
+    assert losses["uncached"].keys() == losses["cold"].keys() == {2, 3, 4, 6}
+    for step, loss in losses["uncached"].items():
+        assert losses["cold"][step] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+        assert losses["warm"][step] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+    # the warm run reads every frozen state from disk; the cold run computed (most of) them
+    assert runs["warm"][0].logs[6]["activation_cache_hit_rate"] == 1.0
+    assert runs["cold"][0].logs[6]["activation_cache_hit_rate"] < 1.0
+    assert "activation_cache_hit_rate" not in runs["uncached"][0].logs[6]
+    # only the top 2 layers moved; the frozen bottom is bit-identical to the start
+    before, after = weights(tiny4_dir), weights(runs["warm"][1].model_dir)
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved and all(name.startswith(("encoder.layer.2.", "encoder.layer.3.")) for name in moved)
+    assert BiEncoder.load(runs["warm"][1].model_dir).train_layers == 2
+
+
+def test_partial_fine_tuning_resumes_exactly_with_another_cache_dir(tiny4_dir, pairs, tmp_path):
+    config = make_config(tiny4_dir, **{"model.train_layers": 2, "model.activation_cache": str(tmp_path / "a")})
+    straight = Recorder()
+    train(config, tmp_path / "straight", callbacks=[straight], pairs=pairs)
+    interrupted = Recorder(stop_after_checkpoint=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", callbacks=[interrupted], pairs=pairs)
+    resumed = Recorder()
+    moved_cache = config.model_copy(update={"model": config.model.model_copy(update={"activation_cache": str(tmp_path / "b")})})
+    train(moved_cache, tmp_path / "cut", resume_from=interrupted.checkpoints[-1][1], callbacks=[resumed], pairs=pairs)
+    assert resumed.losses()[6] == pytest.approx(straight.losses()[6], rel=1e-5)

@@ -5,7 +5,10 @@ Built in -- evaluation: "xquad-r", "mlqa-r", "tatoeba", "flores", "afriqa"; trai
 / id columns).
 
 A loader is a function returning a :class:`RetrievalCorpus` (evaluation) or
-:class:`ParallelPairs` (training). Evaluation loaders take ``languages`` (canonical tags or
+:class:`ParallelPairs` (training). An evaluation set also declares its ``kind`` (one of
+:data:`EVAL_KINDS`): ``"lareqa"`` (scored in the LAReQA retrieval settings, the default) or
+``"bitext"`` (translation retrieval accuracy); :func:`hybridir.evaluation.build_evaluator`
+picks the scorer from it, so a new set is scored the right way everywhere (the CLI, studies). Evaluation loaders take ``languages`` (canonical tags or
 None for all) and keyword options; training loaders take keyword options only. Registering
 the languages (a tuple or a zero-argument callable) lets :func:`load_eval_set` reject unknown
 languages before any file is read. For example, with internet access, MIRACL from the hub::
@@ -14,7 +17,7 @@ languages before any file is read. For example, with internet access, MIRACL fro
     from hybridir.data.registry import register_eval_set
     from hybridir.data.types import RetrievalCorpus
 
-    @register_eval_set("miracl-dev", languages=("sw", "yo"))
+    @register_eval_set("miracl-dev", languages=("sw", "yo"), kind="lareqa")
     def load_miracl(languages=None, max_queries=200):
         queries, candidates, relevant = {}, {}, {}
         for lang in languages or ("sw", "yo"):
@@ -51,12 +54,15 @@ from hybridir.data.types import ParallelPairs, RetrievalCorpus
 from hybridir.languages import canonical
 
 LanguageSpec = Iterable[str] | Callable[[], Iterable[str]] | None
+# How an evaluation set is scored: LAReQA retrieval settings, or bitext accuracy.
+EVAL_KINDS = ("lareqa", "bitext")
 
 
 @dataclass(frozen=True)
 class _Entry:
     loader: Callable
     languages: LanguageSpec
+    kind: str | None = None  # evaluation sets only
 
     def language_list(self) -> list[str] | None:
         spec = self.languages() if callable(self.languages) else self.languages
@@ -67,19 +73,22 @@ _EVAL_SETS: dict[str, _Entry] = {}
 _TRAIN_SOURCES: dict[str, _Entry] = {}
 
 
-def _register(table: dict[str, _Entry], kind: str, name: str, languages: LanguageSpec):
+def _register(table: dict[str, _Entry], what: str, name: str, languages: LanguageSpec, kind: str | None = None):
     def decorator(loader: Callable) -> Callable:
         if name in table:
-            raise ValueError(f"{kind} {name!r} is already registered")
-        table[name] = _Entry(loader, languages)
+            raise ValueError(f"{what} {name!r} is already registered")
+        table[name] = _Entry(loader, languages, kind)
         return loader
 
     return decorator
 
 
-def register_eval_set(name: str, *, languages: LanguageSpec = None):
-    """Decorator registering ``loader(languages=None, **options) -> RetrievalCorpus`` as ``name``."""
-    return _register(_EVAL_SETS, "evaluation set", name, languages)
+def register_eval_set(name: str, *, languages: LanguageSpec = None, kind: str = "lareqa"):
+    """Decorator registering ``loader(languages=None, **options) -> RetrievalCorpus`` as ``name``,
+    scored as ``kind`` (see :data:`EVAL_KINDS`)."""
+    if kind not in EVAL_KINDS:
+        raise ValueError(f"evaluation set {name!r}: kind {kind!r} is not one of {EVAL_KINDS}")
+    return _register(_EVAL_SETS, "evaluation set", name, languages, kind)
 
 
 def register_train_source(name: str, *, languages: LanguageSpec = None):
@@ -105,6 +114,11 @@ def _entry(table: dict[str, _Entry], kind: str, name: str) -> _Entry:
 def eval_set_languages(name: str) -> list[str] | None:
     """Canonical languages of an evaluation set (None if its loader did not declare them)."""
     return _entry(_EVAL_SETS, "evaluation set", name).language_list()
+
+
+def eval_set_kind(name: str) -> str:
+    """How evaluation set ``name`` is scored: ``"lareqa"`` or ``"bitext"``."""
+    return _entry(_EVAL_SETS, "evaluation set", name).kind or "lareqa"
 
 
 def train_source_languages(name: str) -> list[str] | None:
@@ -138,11 +152,11 @@ def load_train_source(name: str, **options) -> ParallelPairs:
     return entry.loader(**options)
 
 
-register_eval_set("xquad-r", languages=lareqa.XQUAD_R_LANGUAGES)(lareqa.load_xquad_r)
-register_eval_set("mlqa-r", languages=lareqa.MLQA_R_LANGUAGES)(lareqa.load_mlqa_r)
-register_eval_set("tatoeba", languages=lambda: tatoeba.TATOEBA_LANGUAGES)(tatoeba.load_tatoeba)
-register_eval_set("flores", languages=lambda: flores.FLORES_LANGUAGES)(flores.load_flores)
-register_eval_set("afriqa", languages=lambda: afriqa.AFRIQA_LANGUAGES)(afriqa.load_afriqa)
+register_eval_set("xquad-r", languages=lareqa.XQUAD_R_LANGUAGES, kind="lareqa")(lareqa.load_xquad_r)
+register_eval_set("mlqa-r", languages=lareqa.MLQA_R_LANGUAGES, kind="lareqa")(lareqa.load_mlqa_r)
+register_eval_set("tatoeba", languages=lambda: tatoeba.TATOEBA_LANGUAGES, kind="bitext")(tatoeba.load_tatoeba)
+register_eval_set("flores", languages=lambda: flores.FLORES_LANGUAGES, kind="bitext")(flores.load_flores)
+register_eval_set("afriqa", languages=lambda: afriqa.AFRIQA_LANGUAGES, kind="lareqa")(afriqa.load_afriqa)
 register_train_source("ntrex", languages=lambda: ntrex.NTREX_LANGUAGE_ORDER)(ntrex.load_ntrex)
 register_train_source("xquad", languages=xquad.XQUAD_LANGUAGE_ORDER)(xquad.load_xquad)
 register_train_source("hf-pairs")(load_hf_pairs)

@@ -15,8 +15,7 @@ same prefix.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -24,33 +23,46 @@ import torch
 
 from hybridir.evaluation.encode import EncodedCorpus
 from hybridir.evaluation.lareqa import check_relevance
-from hybridir.evaluation.metrics import recall_at, relevant_ranks
+from hybridir.evaluation.metrics import average_precision, recall_at, relevant_ranks
+
+
+# Columns of BitextResult.per_query. ``setting`` is always "bitext" and ``query_id`` is the
+# item (the pair's id, the same in both directions), so the frame lines up with LAReQA's
+# per-query rows (setting, query_lang, candidate_lang, query_id, ap, ...). With one relevant
+# candidate, AP over the full ranking is the reciprocal rank.
+PER_QUERY_COLUMNS = ("setting", "query_lang", "candidate_lang", "query_id", "correct@1", "ap", "rank")
 
 
 @dataclass
 class BitextResult:
     """pairs: one row per direction (source, target): accuracy@1 and n_sentences.
     summary: ``accuracy`` (macro over directions), and with a pivot ``accuracy_to_<pivot>`` /
-    ``accuracy_from_<pivot>`` (macro over the directions into / out of the pivot language)."""
+    ``accuracy_from_<pivot>`` (macro over the directions into / out of the pivot language).
+    per_query: one row per (direction, sentence), columns :data:`PER_QUERY_COLUMNS`: the query
+    language (the direction's source), candidate language (its target), the item id,
+    ``correct@1`` (0/1), ``ap`` (= reciprocal rank) and the translation's ``rank``."""
 
     summary: dict
     pairs: pd.DataFrame
+    per_query: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(PER_QUERY_COLUMNS)), repr=False)
 
 
-def _bitext(encoded: EncodedCorpus, x: str, y: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """Embeddings of the X sentences that have a Y translation, and of those translations."""
+def _bitext(encoded: EncodedCorpus, x: str, y: str) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+    """Item ids of the X sentences that have a Y translation, their embeddings, and those of
+    the translations."""
     position = {cid: i for i, cid in enumerate(encoded.candidates[y].ids)}
-    rows, targets = [], []
+    rows, targets, items = [], [], []
     for row, qid in enumerate(encoded.queries[x].ids):
         cid = encoded.relevant.get(qid, {}).get(y)
         if cid is not None:
             rows.append(row)
             targets.append(position[cid])
+            items.append(qid)
     if not rows:
         return None
     if len(set(targets)) != len(targets):
         raise ValueError(f"{encoded.name}: several {x} sentences share one {y} translation: not a bitext")
-    return encoded.queries[x].vectors[rows], encoded.candidates[y].vectors[targets]
+    return items, encoded.queries[x].vectors[rows], encoded.candidates[y].vectors[targets]
 
 
 def evaluate_bitext(encoded: EncodedCorpus, pivot: str | None = "en") -> BitextResult:
@@ -58,6 +70,7 @@ def evaluate_bitext(encoded: EncodedCorpus, pivot: str | None = "en") -> BitextR
     ``pivot`` (every pair if ``pivot`` is None) and shares sentences."""
     check_relevance(encoded)
     rows = []
+    frames = []
     done: set[tuple[str, str]] = set()
     for x in sorted(encoded.queries):
         for y in sorted(encoded.candidates):
@@ -66,12 +79,18 @@ def evaluate_bitext(encoded: EncodedCorpus, pivot: str | None = "en") -> BitextR
             bitext = _bitext(encoded, x, y)
             if bitext is None:
                 continue
-            source, target = (torch.from_numpy(v) for v in bitext)
+            items, *vectors = bitext
+            source, target = (torch.from_numpy(v) for v in vectors)
             scores = source @ target.T
             diagonal = [[i] for i in range(len(scores))]
             for a, b, matrix in ((x, y, scores), (y, x, scores.T)):
-                accuracy = float(recall_at(relevant_ranks(matrix, diagonal), 1).mean())
-                rows.append({"source": a, "target": b, "accuracy": accuracy, "n_sentences": len(scores)})
+                ranks = relevant_ranks(matrix, diagonal)
+                correct = recall_at(ranks, 1)
+                rows.append({"source": a, "target": b, "accuracy": float(correct.mean()), "n_sentences": len(scores)})
+                frames.append(pd.DataFrame({
+                    "setting": "bitext", "query_lang": a, "candidate_lang": b, "query_id": items,
+                    "correct@1": correct.astype(float), "ap": average_precision(ranks), "rank": ranks.ranks[:, 0],
+                }))  # fmt: skip
                 done.add((a, b))
     if not rows:
         raise ValueError(f"{encoded.name}: no language pair has parallel sentences to score")
@@ -85,4 +104,4 @@ def evaluate_bitext(encoded: EncodedCorpus, pivot: str | None = "en") -> BitextR
             summary[f"accuracy_from_{pivot}"] = float(out_of.accuracy.mean())
     summary["n_directions"] = len(pairs)
     summary["encode_s"] = encoded.encode_s
-    return BitextResult(summary=summary, pairs=pairs)
+    return BitextResult(summary=summary, pairs=pairs, per_query=pd.concat(frames, ignore_index=True))

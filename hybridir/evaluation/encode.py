@@ -175,6 +175,9 @@ def encode_texts(
                     log.info("%s texts: %d/%d batches, %.1f s", kind, batch, n_batches, time.perf_counter() - started)
     finally:
         model.train(was_training)
+    flush = getattr(model, "flush_activation_cache", None)
+    if flush is not None:  # the next evaluation of a model with the same frozen bottom reads these
+        flush()
     return out.numpy()
 
 

@@ -11,19 +11,30 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from study.questions.common import ReportContext, pareto_mask, save_figure, summarize
+from study.questions.common import (
+    ZERO_SHOT_RUN,
+    ReportContext,
+    add_zero_shot,
+    pareto_mask,
+    save_figure,
+    summarize,
+    zero_shot_info,
+    zero_shot_metric,
+)
 
 LANGS, BATCH = "data.num_languages", "batching.batch_size"
 
 
-def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
+def recommend(ctx: ReportContext) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-cell table with its ``pareto`` flag, one recommendation row per language count
+    with the ``cell`` it picks); both empty before any trial completed."""
     datasets = ctx.final_datasets()
     primary = datasets[0]
     metrics = [f"final/{d}/{m}" for d in datasets for m in ("cross_map", "multi_map")]
     metrics += ["train/pairs_per_s_overall", "wall_time_s", "worker_seconds"]
     table = summarize(ctx, metrics)
     if table.empty:
-        return {"batch": table, "batch_recommendation": pd.DataFrame()}
+        return table, pd.DataFrame()
     table = table.rename(columns={f"axis/{LANGS}": "num_languages", f"axis/{BATCH}": "batch_size"})
     accuracy, cost = f"final/{primary}/cross_map", "worker_seconds"
     table["pareto"] = False
@@ -37,12 +48,22 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
         good = front[front[accuracy] >= best - ctx.spec.report.accuracy_tolerance]
         pick = good.sort_values(cost).iloc[0]
         recommendations.append({
-            "num_languages": key, "recommended_batch_size": pick.get("batch_size"),
+            "num_languages": key, "cell": int(pick["cell"]), "recommended_batch_size": pick.get("batch_size"),
             "cross_map": pick[accuracy], "worker_seconds": pick[cost], "best_cross_map": best,
             "pareto_batch_sizes": " ".join(str(int(b)) for b in front.sort_values("batch_size")["batch_size"])
             if "batch_size" in front else "",
             "dataset": primary, "tolerance": ctx.spec.report.accuracy_tolerance,
         })
+    return table, pd.DataFrame(recommendations)
+
+
+def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
+    table, recommendations = recommend(ctx)
+    if table.empty:
+        return {"batch": table, "batch_recommendation": recommendations}
+    primary = ctx.final_datasets()[0]
+    accuracy, cost = f"final/{primary}/cross_map", "worker_seconds"
+    by = "num_languages" if "num_languages" in table else None
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, group in table.groupby(by) if by else [(None, table)]:
@@ -59,4 +80,9 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     ax.grid(alpha=0.3)
     save_figure(fig, ctx.out_dir / "batch_pareto.png")
     table = table.rename(columns=lambda c: c.replace("final/", "").replace("/", "_"))
-    return {"batch": table, "batch_recommendation": pd.DataFrame(recommendations)}
+    info = zero_shot_info(ctx)
+    if info:
+        accuracy_columns = {f"{d}_{m}": zero_shot_metric(info, d, m)
+                            for d in ctx.final_datasets() for m in ("cross_map", "multi_map")}
+        table = add_zero_shot(table, [{"cell": ZERO_SHOT_RUN, **accuracy_columns}], list(accuracy_columns), [])
+    return {"batch": table, "batch_recommendation": recommendations}

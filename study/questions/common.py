@@ -65,6 +65,11 @@ def representative_trials(ctx: ReportContext) -> dict[int, pd.DataFrame]:
     objective = intermediate_metric(ctx.spec)
     chosen: dict[int, pd.DataFrame] = {}
     for cell, group in done.groupby("cell", sort=True):
+        if not ctx.spec.tune:
+            # Nothing tuned: the search trial is the cell's one configuration at the base seed,
+            # so it counts as a seed beside the re-runs (seeds N gives N + 1 runs per cell).
+            chosen[int(cell)] = group[group["phase"].isin(["search", "seeds"])]
+            continue
         seeds = group[group["phase"] == "seeds"]
         if len(seeds):
             chosen[int(cell)] = seeds
@@ -93,6 +98,69 @@ def summarize(ctx: ReportContext, metrics: list[str]) -> pd.DataFrame:
             row["n"] = max(row.get("n", 0), n)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --- the untrained starting model (results/zero_shot.json + per_query/zero-shot.parquet) ---
+ZERO_SHOT_RUN = "zero-shot"
+DELTA_SUFFIX = "_delta_vs_zero_shot"
+
+
+def zero_shot_info(ctx: ReportContext) -> dict | None:
+    """``{"model": ..., "metrics": {"final/<dataset>/<key>": value}}``, or None when the study
+    stored no zero-shot evaluation."""
+    reader = getattr(ctx.store, "zero_shot", None)
+    return reader() if reader else None
+
+
+def zero_shot_metric(info: dict, dataset: str, key: str) -> float:
+    value = (info or {}).get("metrics", {}).get(f"final/{dataset}/{key}")
+    return float(value) if value is not None else np.nan
+
+
+def matrices_from_per_query(rows: pd.DataFrame) -> dict:
+    """Per-query rows -> ``{dataset: {metric: query_lang x candidate_lang DataFrame,
+    "multilingual": DataFrame by query language}}``, the layout of ``ResultStore.matrices``
+    (cell means, AP reported as ``map``)."""
+    out = {}
+    metrics = [c for c in ("ap", "r@1", "r@10", "f1@10", "ndcg@10") if c in rows]
+    for dataset, part in rows.groupby("dataset") if "dataset" in rows else [("", rows)]:
+        tables = {}
+        pairwise = part[part["setting"].isin(["mono", "cross"])]
+        if len(pairwise):
+            means = pairwise.groupby(["query_lang", "candidate_lang"])[metrics].mean()
+            for metric in metrics:
+                tables["map" if metric == "ap" else metric] = means[metric].unstack("candidate_lang")
+        multi = part[part["setting"] == "multi"]
+        if len(multi):
+            columns = metrics + (["rank_distance"] if "rank_distance" in multi else [])
+            tables["multilingual"] = multi.groupby("query_lang")[columns].mean().rename(columns={"ap": "map"})
+        out[dataset] = tables
+    return out
+
+
+def zero_shot_matrices(ctx: ReportContext) -> dict:
+    """The untrained model's per-language-pair matrices (empty without a zero-shot evaluation)."""
+    if zero_shot_info(ctx) is None:
+        return {}
+    return matrices_from_per_query(ctx.store.per_query(ZERO_SHOT_RUN))
+
+
+def add_zero_shot(table: pd.DataFrame, zero_rows: list[dict], metrics: list[str], keys: list[str]) -> pd.DataFrame:
+    """Prepend the zero-shot rows (``run`` = "zero-shot", trained rows "trained") and add
+    ``<metric>_delta_vs_zero_shot`` = row value - the zero-shot value with the same ``keys``."""
+    if not zero_rows or table.empty:
+        return table
+    zero = pd.DataFrame(zero_rows)
+    metrics = [m for m in metrics if m in zero and m in table]
+    reference = zero[keys + metrics].rename(columns={m: f"{m}__zero" for m in metrics})
+    table = table.assign(run="trained")
+    table = table.merge(reference, on=keys, how="left") if keys else table.assign(
+        **{f"{m}__zero": reference[f"{m}__zero"].iloc[0] for m in metrics})
+    for metric in metrics:
+        table[f"{metric}{DELTA_SUFFIX}"] = table[metric] - table.pop(f"{metric}__zero")
+    zero = zero.assign(run=ZERO_SHOT_RUN, **{f"{m}{DELTA_SUFFIX}": 0.0 for m in metrics})
+    merged = pd.concat([zero, table], ignore_index=True)
+    return merged[["run", *[c for c in merged.columns if c != "run"]]]
 
 
 def fit_slope(x, y) -> dict:

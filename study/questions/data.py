@@ -5,6 +5,13 @@ The virtual axis ``data.pairs_per_target_language`` caps the training pairs of
 language pair that involves a target language (query or candidate side), from the final
 evaluation's per-pair matrices, averaged over seeds; per target language the mean over its
 pairs; heatmaps of the full matrix per data size.
+
+What a target language actually trained on at each data size (``data_exposure``, and the
+``exposure_*`` columns of ``data_per_target``): per trial the training loop records
+``HybridBatchSampler.exposure`` as ``train/exposure/<lang>/<field>`` (X-X batches, X-X pairs,
+X-Y pairs with the language as query and as passage); the report shows the mean over the
+cell's representative trials. Trials of runs that predate that record have no such columns:
+their exposure is NaN with ``n_trials_with_exposure`` 0, never a made-up 0.
 """
 
 from __future__ import annotations
@@ -12,8 +19,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hybridir.batching import EXPOSURE_FIELDS, exposure_key
 from hybridir.languages import canonical
-from study.questions.common import ReportContext, mean_ci, plot_curves, plot_heatmap, representative_trials
+from study.questions.common import (
+    ZERO_SHOT_RUN,
+    ReportContext,
+    add_zero_shot,
+    mean_ci,
+    plot_curves,
+    plot_heatmap,
+    representative_trials,
+    zero_shot_matrices,
+)
 from study.spec import TARGET_PAIRS_AXIS
 
 METRIC = "ndcg@10"
@@ -26,10 +43,73 @@ def _size(value) -> float:
     return float(value)
 
 
+def _size_label(size) -> int | str:
+    return "all" if size in (None, "all") else int(size)
+
+
+def _exposure_column(lang: str, field: str) -> str:
+    """The trials-table column of one exposure count (the training loop's metric under ``train/``)."""
+    return f"train/{exposure_key(lang, field)}"
+
+
+def _exposure_languages(trials: pd.DataFrame) -> list[str]:
+    """Languages with recorded exposure, for a study without report.target_languages."""
+    prefix, suffix = "train/exposure/", f"/{EXPOSURE_FIELDS[0]}"
+    return sorted(c[len(prefix) : -len(suffix)] for c in trials.columns if c.startswith(prefix) and c.endswith(suffix))
+
+
+def exposure_table(ctx: ReportContext, representatives: dict[int, pd.DataFrame], languages: list[str]) -> pd.DataFrame:
+    """Per data size and language: mean exposure over the cell's trials that recorded it."""
+    rows = []
+    for cell, group in representatives.items():
+        size = ctx.spec.cells()[cell].get(TARGET_PAIRS_AXIS) if ctx.spec.cells() else None
+        for lang in languages:
+            row = {"pairs_per_target_language": _size_label(size), "size_sort": _size(size), "target_language": lang}
+            recorded = pd.Series(True, index=group.index)
+            for field in EXPOSURE_FIELDS:
+                column = _exposure_column(lang, field)
+                values = pd.to_numeric(group[column], errors="coerce") if column in group else pd.Series(dtype=float)
+                recorded &= values.reindex(group.index).notna()
+                row[f"exposure_{field}"] = float(values.mean()) if values.notna().any() else np.nan
+            row["n_trials_with_exposure"] = int(recorded.sum())
+            rows.append(row)
+    columns = ["pairs_per_target_language", "size_sort", "target_language",
+               *(f"exposure_{field}" for field in EXPOSURE_FIELDS), "n_trials_with_exposure"]
+    table = pd.DataFrame(rows, columns=columns)
+    return table.sort_values(["target_language", "size_sort"], na_position="last")
+
+
+def _with_zero_shot(ctx: ReportContext, table: pd.DataFrame, per_target: pd.DataFrame,
+                    targets: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The untrained model's rows (pairs_per_target_language "zero-shot") and every row's change
+    against it, per language pair and per target language."""
+    pair_rows, target_rows = [], []
+    for dataset, tables in zero_shot_matrices(ctx).items():
+        matrix = tables.get(METRIC)
+        if matrix is None:
+            continue
+        for lang in targets or sorted(matrix.index):
+            involved = [matrix.loc[q, c] for q in matrix.index for c in matrix.columns
+                        if lang in (q, c) and pd.notna(matrix.loc[q, c])]
+            if involved:
+                target_rows.append({"pairs_per_target_language": ZERO_SHOT_RUN, "dataset": dataset,
+                                    "target_language": lang, f"mean_{METRIC}": float(np.mean(involved))})
+        for q in matrix.index:
+            for c in matrix.columns:
+                if (not targets or q in targets or c in targets) and pd.notna(matrix.loc[q, c]):
+                    pair_rows.append({"pairs_per_target_language": ZERO_SHOT_RUN, "dataset": dataset,
+                                      "query_lang": q, "candidate_lang": c, METRIC: float(matrix.loc[q, c])})
+    table = add_zero_shot(table, pair_rows, [METRIC], ["dataset", "query_lang", "candidate_lang"])
+    per_target = add_zero_shot(per_target, target_rows, [f"mean_{METRIC}"], ["dataset", "target_language"])
+    return table, per_target
+
+
 def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     targets = [canonical(code) for code in ctx.spec.report.target_languages or []]
+    representatives = representative_trials(ctx)
+    exposure = exposure_table(ctx, representatives, targets or _exposure_languages(ctx.completed))
     pair_rows = []
-    for cell, group in representative_trials(ctx).items():
+    for cell, group in representatives.items():
         size = ctx.spec.cells()[cell].get(TARGET_PAIRS_AXIS) if ctx.spec.cells() else None
         for _, trial in group.iterrows():
             for dataset, tables in ctx.store.matrices(trial["trial_id"]).items():
@@ -43,13 +123,13 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
                         value = matrix.loc[query_lang, candidate_lang]
                         if pd.notna(value):
                             pair_rows.append({
-                                "pairs_per_target_language": "all" if size in (None, "all") else int(size),
+                                "pairs_per_target_language": _size_label(size),
                                 "dataset": dataset, "query_lang": query_lang, "candidate_lang": candidate_lang,
                                 "trial_id": trial["trial_id"], METRIC: float(value),
                             })
     pairs = pd.DataFrame(pair_rows)
     if pairs.empty:
-        return {"data": pairs, "data_per_target": pd.DataFrame()}
+        return {"data": pairs, "data_per_target": pd.DataFrame(), "data_exposure": exposure.drop(columns="size_sort")}
     keys = ["pairs_per_target_language", "dataset", "query_lang", "candidate_lang"]
     table = pairs.groupby(keys, sort=False).agg(
         **{METRIC: (METRIC, "mean")}, n_seeds=("trial_id", "nunique")).reset_index()
@@ -68,6 +148,9 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
                                "target_language": lang, f"mean_{METRIC}": mean, f"mean_{METRIC}_ci_low": low,
                                f"mean_{METRIC}_ci_high": high, "n_seeds": n, "n_pairs": involved[["query_lang", "candidate_lang"]].drop_duplicates().shape[0]})
     per_target = pd.DataFrame(per_target).sort_values(["dataset", "target_language", "size_sort"], na_position="last")
+    # Next to each score, what the target language trained on at that size.
+    per_target = per_target.merge(exposure.drop(columns=["size_sort", "n_trials_with_exposure"]),
+                                  on=["pairs_per_target_language", "target_language"], how="left")
 
     for dataset, group in per_target.groupby("dataset"):
         finite = group.dropna(subset=["size_sort"])
@@ -79,4 +162,6 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
         matrix = group.pivot(index="query_lang", columns="candidate_lang", values=METRIC)
         plot_heatmap(matrix, ctx.out_dir / f"data_heatmap_{dataset}_{size}.png",
                      f"{METRIC}, {size} pairs per target language ({dataset})")
-    return {"data": table.drop(columns="size_sort"), "data_per_target": per_target.drop(columns="size_sort")}
+    table, per_target = _with_zero_shot(ctx, table, per_target, targets)
+    return {"data": table.drop(columns="size_sort"), "data_per_target": per_target.drop(columns="size_sort"),
+            "data_exposure": exposure.drop(columns="size_sort")}

@@ -10,7 +10,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-from study.questions.common import ReportContext, fit_slope, plot_curves, representative_trials, summarize
+from study.questions.common import (
+    ZERO_SHOT_RUN,
+    ReportContext,
+    add_zero_shot,
+    fit_slope,
+    plot_curves,
+    representative_trials,
+    summarize,
+    zero_shot_info,
+    zero_shot_metric,
+)
 
 AXIS = "data.num_languages"
 METRICS = ("cross_map", "cross_f1@10", "multi_map")
@@ -66,4 +76,9 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
         plot_curves(table, "num_languages", metric, "dataset", ctx.out_dir / f"languages_{metric.replace('@', 'at')}.png",
                     f"{ctx.spec.name}: {metric} vs number of training languages (ref {reference})",
                     xlabel="training languages", logx=True)
+    info = zero_shot_info(ctx)
+    if info:  # the untrained starting model per dataset, and every row's change against it
+        zero_rows = [{"cell": ZERO_SHOT_RUN, "dataset": d, **{m: zero_shot_metric(info, d, m) for m in METRICS}}
+                     for d in table["dataset"].unique()]
+        table = add_zero_shot(table, zero_rows, list(METRICS), ["dataset"])
     return {"languages": table.reset_index(drop=True), "languages_slope": slope_table}

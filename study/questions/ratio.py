@@ -11,7 +11,14 @@ import numpy as np
 import pandas as pd
 
 from hybridir.languages import canonical
-from study.questions.common import ReportContext, mean_ci, plot_curves, representative_trials
+from study.questions.common import (
+    ReportContext,
+    add_zero_shot,
+    mean_ci,
+    plot_curves,
+    representative_trials,
+    zero_shot_matrices,
+)
 
 AXIS = "batching.alpha"
 
@@ -36,17 +43,45 @@ def per_language_rows(ctx: ReportContext) -> pd.DataFrame:
                 for lang in wanted:
                     if cross is None or lang not in cross.index:
                         continue
-                    off_diagonal = cross.loc[lang].drop(labels=[lang], errors="ignore")
-                    rows.append({
-                        "cell": cell, "trial_id": trial["trial_id"], "alpha": _alpha(ctx, trial),
-                        "dataset": dataset, "language": lang,
-                        "cross_map": float(off_diagonal.mean()),
-                        "mono_map": float(cross.loc[lang, lang]) if lang in cross.columns else np.nan,
-                        "multi_map": float(multi.loc[lang, "map"]) if multi is not None and lang in multi.index else np.nan,
-                        "rank_distance": float(multi.loc[lang, "rank_distance"])
-                        if multi is not None and lang in multi.index else np.nan,
-                    })
+                    rows.append({"cell": cell, "trial_id": trial["trial_id"], "alpha": _alpha(ctx, trial),
+                                 "dataset": dataset, "language": lang, **_language_values(cross, multi, lang)})
     return pd.DataFrame(rows)
+
+
+def _language_values(cross: pd.DataFrame, multi: pd.DataFrame | None, lang: str) -> dict:
+    """One language's row of the matrices: cross (its row off the diagonal), mono, multi, bias."""
+    off_diagonal = cross.loc[lang].drop(labels=[lang], errors="ignore")
+    in_multi = multi is not None and lang in multi.index
+    return {
+        "cross_map": float(off_diagonal.mean()),
+        "mono_map": float(cross.loc[lang, lang]) if lang in cross.columns else np.nan,
+        "multi_map": float(multi.loc[lang, "map"]) if in_multi else np.nan,
+        "rank_distance": float(multi.loc[lang, "rank_distance"]) if in_multi and "rank_distance" in multi else np.nan,
+    }
+
+
+def _zero_shot_rows(ctx: ReportContext) -> tuple[list[dict], list[dict]]:
+    """The untrained model's ratio rows and per-language rows (empty without a zero-shot run)."""
+    wanted = [canonical(code) for code in ctx.spec.report.low_resource_languages]
+    summary, per_language = [], []
+    for dataset, tables in zero_shot_matrices(ctx).items():
+        cross, multi = tables.get("map"), tables.get("multilingual")
+        values = {lang: _language_values(cross, multi, lang) for lang in wanted if cross is not None and lang in cross.index}
+        if not values:
+            continue
+        per_language += [{"dataset": dataset, "language": lang, **v} for lang, v in values.items()]
+        crosses = {lang: v["cross_map"] for lang, v in values.items()}
+        worst = min(crosses, key=crosses.get)
+        summary.append({
+            "dataset": dataset, "languages": " ".join(values), "mean_cross_map": np.mean(list(crosses.values())),
+            "worst_language": worst, "worst_cross_map": crosses[worst],
+            "spread_max_minus_min": max(crosses.values()) - min(crosses.values()),
+            "spread_std": float(np.std(list(crosses.values()))),
+            "mean_multi_map": np.mean([v["multi_map"] for v in values.values()]),
+            "rank_distance": np.mean([v["rank_distance"] for v in values.values()]),
+            **{f"cross_map/{lang}": value for lang, value in crosses.items()},
+        })
+    return summary, per_language
 
 
 def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
@@ -88,4 +123,11 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
                     ctx.out_dir / f"ratio_per_language_{dataset}.png",
                     f"{ctx.spec.name}: per-language cross-lingual mAP vs alpha ({dataset})",
                     xlabel="alpha (share of X-X batches)")
+    zero_summary, zero_languages = _zero_shot_rows(ctx)
+    if zero_summary:  # the untrained starting model, and every row's change against it
+        metrics = ["mean_cross_map", "worst_cross_map", "mean_multi_map", "rank_distance",
+                   *[c for c in table.columns if c.startswith("cross_map/")]]
+        table = add_zero_shot(table, zero_summary, metrics, ["dataset"])
+        by_language = add_zero_shot(by_language, zero_languages, ["cross_map", "multi_map", "mono_map", "rank_distance"],
+                                    ["dataset", "language"])
     return {"ratio": table, "ratio_per_language": by_language}

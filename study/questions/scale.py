@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from study.questions.common import ReportContext, plot_curves, summarize
+from study.questions.common import (
+    ZERO_SHOT_RUN,
+    ReportContext,
+    add_zero_shot,
+    plot_curves,
+    summarize,
+    zero_shot_info,
+    zero_shot_metric,
+)
 
 METRICS = ("mono_map", "cross_map", "multi_map", "rank_distance")
 MODEL_AXES = ("model.name", "model.num_layers")
@@ -49,4 +57,9 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
             plot_curves(group, "layers", metric, "batching", ctx.out_dir / f"scale_{metric}_{dataset}.png",
                         f"{ctx.spec.name}: {metric} vs model depth by batching ({dataset})",
                         xlabel="transformer layers (depth-truncated mE5-small ladder)")
+    info = zero_shot_info(ctx)
+    if info:
+        zero_rows = [{"cell": ZERO_SHOT_RUN, "dataset": d, "model": info.get("model", ""),
+                      **{m: zero_shot_metric(info, d, m) for m in METRICS}} for d in table["dataset"].unique()]
+        table = add_zero_shot(table, zero_rows, list(METRICS), ["dataset"])
     return {"scale": table.reset_index(drop=True), "scale_best_mode": best.reset_index(drop=True)}

@@ -1,0 +1,201 @@
+"""Partial fine-tuning with the activation cache is exact.
+
+The reference is the plain Hugging Face forward of the whole encoder with the embeddings and
+lower layers frozen (eval mode, no gradients): the cached path must give the same embeddings,
+the same loss and the same gradients for the trainable top (fp32 on CPU, 1e-5), cold and warm,
+in one process and under 2-process DDP.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from conftest import build_tiny_encoder_dir
+from hybridir.config import ModelConfig
+from hybridir.frozen import encoder_layers
+from hybridir.loss import InfoNCELoss
+from hybridir.model import BiEncoder, PairEncoder
+
+NUM_LAYERS, TRAIN_LAYERS = 4, 2
+QUERIES = ["Wer schrieb den Faust?", "Where is the Eiffel tower?", "猫はどこ?", "Как дела?"]
+PASSAGES = [
+    "Goethe schrieb den Faust in zwei Teilen.",
+    "The Eiffel tower stands in Paris, on the Champ de Mars, since 1889.",
+    "猫は台所で寝ている。",
+    "Всё хорошо, спасибо, а у тебя как дела сегодня?",
+]
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    return build_tiny_encoder_dir(tmp_path_factory.mktemp("tiny4"), num_layers=NUM_LAYERS, dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def encoder_dir_no_dropout(tmp_path_factory):
+    return build_tiny_encoder_dir(tmp_path_factory.mktemp("tiny4-nodrop"), num_layers=NUM_LAYERS, dropout=0.0)
+
+
+def _partial(directory, cache=None) -> BiEncoder:
+    return BiEncoder.from_config(ModelConfig(name=str(directory), train_layers=TRAIN_LAYERS, activation_cache=cache))
+
+
+def _reference(directory) -> BiEncoder:
+    """The whole model, frozen by hand: HF's own forward, bottom in eval mode."""
+    model = BiEncoder.from_config(ModelConfig(name=str(directory)))
+    bottom = [model.encoder.embeddings, *encoder_layers(model.encoder)[: NUM_LAYERS - TRAIN_LAYERS]]
+    for module in bottom:
+        module.requires_grad_(False)
+    model.train()
+    for module in bottom:
+        module.eval()
+    return model
+
+
+def _step(model: BiEncoder, seed: int = 0):
+    """Loss and top-layer gradients of one training step (dropout drawn from ``seed``)."""
+    model.zero_grad(set_to_none=True)
+    queries, passages = model.tokenize(QUERIES, "query"), model.tokenize(PASSAGES, "passage")
+    torch.manual_seed(seed)
+    q, p = PairEncoder(model)(queries, passages)
+    loss = InfoNCELoss(0.05)(q, p)
+    loss.backward()
+    grads = {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}
+    return q.detach(), p.detach(), loss.detach(), grads
+
+
+def test_only_the_top_layers_train_and_the_bottom_never_drops_out(encoder_dir):
+    model = _partial(encoder_dir).train()
+    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+    assert trainable and all(name.startswith(("encoder.encoder.layer.2.", "encoder.encoder.layer.3.")) for name in trainable)
+    assert not model.encoder.embeddings.training and not encoder_layers(model.encoder)[1].training
+    assert encoder_layers(model.encoder)[2].training
+    assert "top 2 of 4 layers fine-tuned" in model.training_description
+    with pytest.raises(ValueError, match="train_layers=5.*4 transformer layers"):
+        BiEncoder.from_config(ModelConfig(name=str(encoder_dir), train_layers=5))
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_embeddings_loss_and_gradients_equal_the_frozen_full_model(encoder_dir, tmp_path, cached):
+    reference = _step(_reference(encoder_dir))
+    model = _partial(encoder_dir, cache=str(tmp_path / "cache") if cached else None).train()
+    for attempt in ("cold", "warm"):
+        q, p, loss, grads = _step(model)
+        torch.testing.assert_close(q, reference[0], **TOLERANCE, msg=attempt)
+        torch.testing.assert_close(p, reference[1], **TOLERANCE, msg=attempt)
+        torch.testing.assert_close(loss, reference[2], **TOLERANCE, msg=attempt)
+        assert grads.keys() == reference[3].keys()
+        for name, grad in reference[3].items():
+            assert grad.abs().sum() > 0, name
+            torch.testing.assert_close(grads[name], grad, **TOLERANCE, msg=f"{attempt} {name}")
+        model.flush_activation_cache()
+    if cached:
+        stats = model.bottom.cache_stats()
+        assert stats["misses"] == len(QUERIES) + len(PASSAGES)  # cold: computed once ...
+        assert stats["hits"] == len(QUERIES) + len(PASSAGES)  # ... warm: read back
+
+
+def test_a_new_process_reuses_the_cache_of_an_untrained_bottom(encoder_dir, tmp_path):
+    cache = str(tmp_path / "cache")
+    first = _partial(encoder_dir, cache).eval()
+    with torch.no_grad():
+        expected = first(**first.tokenize(PASSAGES, "passage"))
+    first.flush_activation_cache()
+    # a trained checkpoint keeps its bottom: same fingerprint, same namespace, warm cache
+    trained = _partial(encoder_dir)
+    with torch.no_grad():
+        for param in encoder_layers(trained.encoder)[3].parameters():
+            param.add_(0.01)
+    trained.save(tmp_path / "ckpt")
+    reloaded = BiEncoder.from_config(ModelConfig(name=str(tmp_path / "ckpt"), activation_cache=cache)).eval()
+    assert reloaded.train_layers == TRAIN_LAYERS
+    assert reloaded.bottom.fingerprint() == first.bottom.fingerprint()
+    with torch.no_grad():
+        got = reloaded(**reloaded.tokenize(PASSAGES, "passage"))
+    assert reloaded.bottom.cache_stats() == {"hits": 4, "misses": 0, "written": 0, "corrupt": 0}
+    assert not torch.allclose(got, expected)  # its top did change
+    # a different bottom gets a different namespace, never the other model's states
+    other = _partial(encoder_dir)
+    with torch.no_grad():
+        other.encoder.embeddings.word_embeddings.weight[5].add_(1.0)
+    assert other.bottom.fingerprint() != first.bottom.fingerprint()
+
+
+def test_padding_of_the_cached_batch_does_not_leak_into_embeddings(encoder_dir, tmp_path):
+    model = _partial(encoder_dir, str(tmp_path / "cache")).eval()
+    with torch.no_grad():
+        together = model(**model.tokenize(PASSAGES, "passage"))
+        model.flush_activation_cache()
+        alone = torch.cat([model(**model.tokenize([text], "passage")) for text in PASSAGES])
+    torch.testing.assert_close(together, alone, **TOLERANCE)
+    torch.testing.assert_close(together.norm(dim=1), torch.ones(len(PASSAGES)))
+
+
+WORLD_SIZE = 2
+
+
+def _ddp_worker(rank: int, port: int, directory: str, cache: str, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+    try:
+        model = _partial(directory, cache).train()
+        ddp = DistributedDataParallel(PairEncoder(model))
+        queries, passages = model.tokenize(QUERIES, "query"), model.tokenize(PASSAGES, "passage")
+        share = slice(rank * len(QUERIES) // WORLD_SIZE, (rank + 1) * len(QUERIES) // WORLD_SIZE)
+        results = []
+        for _ in ("cold", "warm"):
+            model.zero_grad(set_to_none=True)
+            q, p = ddp({k: v[share] for k, v in queries.items()}, {k: v[share] for k, v in passages.items()})
+            loss = InfoNCELoss(0.05)(q, p)
+            loss.backward()
+            grads = {n: t.grad.clone() for n, t in model.named_parameters() if t.grad is not None}
+            results.append({"loss": loss.detach() / WORLD_SIZE, "grads": grads})
+            model.flush_activation_cache()
+            dist.barrier()  # the other rank's shard is on disk before the warm step
+        torch.save({"results": results, "stats": model.bottom.cache_stats()}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ddp_with_a_shared_cache_gives_the_single_process_gradient(encoder_dir_no_dropout, tmp_path):
+    # No dropout anywhere: DDP ranks draw different masks than one process would.
+    _, _, loss, expected = _step(_reference(encoder_dir_no_dropout))
+    cache = str(tmp_path / "cache")
+    mp.spawn(_ddp_worker, args=(_free_port(), str(encoder_dir_no_dropout), cache, str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    for rank in range(WORLD_SIZE):
+        saved = torch.load(tmp_path / f"rank{rank}.pt")
+        for attempt, result in zip(("cold", "warm"), saved["results"]):
+            torch.testing.assert_close(result["loss"], loss, **TOLERANCE, msg=attempt)
+            assert result["grads"].keys() == expected.keys()
+            for name, grad in expected.items():
+                torch.testing.assert_close(result["grads"][name], grad, **TOLERANCE, msg=f"rank {rank} {attempt} {name}")
+        # each rank computed its own share once, then read it back from disk
+        assert saved["stats"]["misses"] == len(QUERIES) and saved["stats"]["hits"] == len(QUERIES)
+    assert len(list((tmp_path / "cache").rglob("shard-*.safetensors"))) == WORLD_SIZE
+
+
+def test_f_normalize_reference_sanity(encoder_dir):
+    # The reference really is HF's forward: pooled by hand it equals BiEncoder without a split.
+    model = BiEncoder.from_config(ModelConfig(name=str(encoder_dir))).eval()
+    batch = model.tokenize(PASSAGES, "passage")
+    with torch.no_grad():
+        hidden = model.encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        pooled = F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+        torch.testing.assert_close(model(**batch), pooled)
