@@ -295,7 +295,7 @@ class StudySpec(_Strict):
         for path, param in self.tune.items():
             for value in param.candidate_values():
                 probes.append({path: value})
-        for probe in probes or [{}]:
+        for probe in [{}, *probes]:  # the base alone too: a bad base value is an error even where axes override it
             self.train_config(probe)
         self._check_claims()
         return self

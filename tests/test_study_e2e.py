@@ -22,6 +22,7 @@ TINY = [
     "--set", "model.num_layers=2",
     "--set", "model.train_layers=1",
     "--set", "max_steps=4",
+    "--set", "optim.warmup_steps=2",
     "--set", "log_every=2",
     "--set", "evaluation.intermediate.every=2",
     "--set", "evaluation.intermediate.max_queries=8",
