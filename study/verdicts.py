@@ -261,7 +261,7 @@ def verdict_markdown(table: pd.DataFrame) -> list[str]:
         seeds_text = f"{low}" if low == high else f"{low}-{high}"
         lines.append(
             f"| {claim} | {row['cells']} | {metric} | {_number(row['estimate'])} | {row['ci']} | "
-            f"{_number(row['p_holm'], 3)} | {row['n_items']} x {seeds_text} | **{row['verdict']}**: {row['reason']} | "
+            f"{_number(row['p_holm'], 3)} | {int(row['n_items'])} x {seeds_text} | **{row['verdict']}**: {row['reason']} | "
             f"{_number(row['mdd'])} |"
         )
     lines += ["", "Difference: seed-averaged statistic of the cells (as the LAReQA summary computes it, on the "
