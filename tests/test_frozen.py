@@ -9,7 +9,6 @@ in one process and under 2-process DDP.
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from conftest import build_tiny_encoder_dir
+from test_loss import _free_port
 from hybridir.config import ModelConfig
 from hybridir.frozen import encoder_layers
 from hybridir.loss import InfoNCELoss
@@ -165,12 +165,6 @@ def _ddp_worker(rank: int, port: int, directory: str, cache: str, out_dir: str) 
         torch.save({"results": results, "stats": model.bottom.cache_stats()}, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_ddp_with_a_shared_cache_gives_the_single_process_gradient(encoder_dir_no_dropout, tmp_path):
