@@ -87,7 +87,7 @@ def test_asha_rungs_are_refilled_from_history_after_a_restore():
 
 
 def test_max_concurrent_trials_from_cluster_resources():
-    cpu = load_study("default")  # 2 workers x 1 CPU
+    cpu = load_study("default")  # 1 worker x 2 CPUs
     assert max_concurrent_trials(cpu, {"CPU": 2, "tune_driver": 1}) == 1
     assert max_concurrent_trials(cpu, {"CPU": 16, "tune_driver": 8}) == 8
     assert max_concurrent_trials(cpu, {"CPU": 16, "tune_driver": 3}) == 3
