@@ -95,6 +95,13 @@ def check_data(spec: StudySpec) -> None:
                 raise StudyConfigError(
                     f"report.low_resource_languages[{index}]: {code!r} is not evaluated by evaluation.final"
                 )
+    if spec.report.builder == "paper":
+        for index, final in enumerate(spec.evaluation.final):
+            if eval_set_kind(final.dataset) != "lareqa":
+                raise StudyConfigError(
+                    f"evaluation.final[{index}]: {final.dataset!r} is scored as {eval_set_kind(final.dataset)}; the "
+                    "paper report's Mo / Cr / Mul tables need LAReQA-style sets (xquad-r, mlqa-r)"
+                )
 
 
 def check_models(spec: StudySpec) -> None:
@@ -134,6 +141,13 @@ def check_search_metric(spec: StudySpec) -> None:
         raise StudyConfigError(
             f"search.metric: {spec.search.metric!r} is not produced by evaluation.intermediate.dataset="
             f"{dataset!r} (scored as {kind}); it produces {sorted(produced)}"
+        )
+    languages = spec.evaluation.intermediate.languages
+    cross_lingual = spec.search.metric.startswith("cross_") or spec.search.metric == "rank_distance"
+    if kind == "lareqa" and cross_lingual and languages is not None and len(set(map(canonical, languages))) < 2:
+        raise StudyConfigError(
+            f"evaluation.intermediate.languages={languages}: search.metric {spec.search.metric!r} needs at least "
+            "two languages (one language has no cross-lingual pairs)"
         )
 
 

@@ -27,7 +27,7 @@ STUDIES_DIR = Path(__file__).resolve().parent / "studies"
 # (expanded into data.pairs_per_language), the Q3 "in-language data per target language" knob.
 TARGET_PAIRS_AXIS = "data.pairs_per_target_language"
 
-ReportName = Literal["ratio", "languages", "batch", "data", "scale"]
+ReportName = Literal["ratio", "languages", "batch", "data", "scale", "paper"]
 
 
 class StudyConfigError(ValueError):
@@ -121,8 +121,24 @@ class ResourceSettings(_Strict):
     )
 
 
+class PublishedRow(_Strict):
+    """One row of a paper's published table, printed beside ours and labelled as the paper's."""
+
+    model: str = Field(..., description="the paper's model (e.g. XLM-R)")
+    sampling: Literal["X-X", "X-Y", "hybrid"]
+    dataset: str
+    mono_map: float | None = Field(None, ge=0, le=1)
+    cross_map: float | None = Field(None, ge=0, le=1)
+    multi_map: float | None = Field(None, ge=0, le=1)
+    rank_distance: float | None = Field(None, ge=0)
+    source: str = Field(..., description="where the numbers are printed (paper, table)")
+
+
 class ReportSettings(_Strict):
     builder: ReportName
+    published: list[PublishedRow] = Field(
+        default_factory=list, description="paper builder: the reference paper's rows, shown beside ours"
+    )
     reference_languages: int = Field(40, ge=1, description="Q1: language count the change is relative to")
     low_resource_languages: list[str] = Field(default_factory=lambda: ["th", "hi", "el", "tr", "vi"])
     target_languages: list[str] | None = Field(

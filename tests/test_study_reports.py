@@ -252,3 +252,56 @@ def test_scale_report_best_mode_per_model(tmp_path):
         assert set(rows["best_batching_for_cross_map"]) == {winner}
     table = pd.read_csv(out / "scale.csv")
     assert sorted(table["layers"].unique()) == [3, 12]
+
+
+def test_paper_report_tables_beside_the_published_rows(tmp_path):
+    """Our rows (seed means, the zero-shot row) in the paper's table 1 / 2 layout, the
+    published rows copied from the YAML and labelled as the paper's, and per-cell intervals,
+    changes against the zero-shot model and the paper's value of the same sampling."""
+    spec = load_study("paper")
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    rng = np.random.default_rng(7)
+    metrics_of = ("mono_map", "cross_map", "multi_map", "rank_distance")
+    values = {}
+    for cell, axes in enumerate(spec.cells()):
+        for phase, seed in (("search", None), ("seeds", 1)):
+            metrics = {"inter/cross_map": 0.5}
+            for dataset in ("xquad-r", "mlqa-r"):
+                for metric in metrics_of:
+                    value = float(rng.uniform(100, 300) if metric == "rank_distance" else rng.uniform(0.3, 0.8))
+                    values.setdefault((axes["batching.alpha"], dataset, metric), []).append(value)
+                    metrics[f"final/{dataset}/{metric}"] = value
+            metrics["model/display_name"] = "tiny model"
+            store.append_trial(_trial(spec, f"c{cell}{phase}", cell, phase, metrics, seed=seed))
+    zero = {f"final/{d}/{m}": (250.0 if m == "rank_distance" else 0.4) for d in ("xquad-r", "mlqa-r") for m in metrics_of}
+    store.write_zero_shot("tiny model", zero, pd.DataFrame({"dataset": ["xquad-r"], "setting": ["mono"],
+                                                            "query_lang": ["en"], "candidate_lang": ["en"],
+                                                            "query_id": ["q"], "ap": [0.4]}))
+    out = build_reports(tmp_path)
+    table1 = pd.read_csv(out / "paper_table1_map.csv")
+    ours = table1[table1["source"] == "ours"].set_index("sampling")
+    assert list(ours.index) == ["zero-shot", "X-X", "X-Y", "hybrid"]
+    for alpha, label in ((1.0, "X-X"), (0.0, "X-Y"), (0.5, "hybrid")):
+        assert ours.loc[label, "xquad-r Cr"] == pytest.approx(np.mean(values[(alpha, "xquad-r", "cross_map")]))
+        assert ours.loc[label, "mlqa-r Mo"] == pytest.approx(np.mean(values[(alpha, "mlqa-r", "mono_map")]))
+        assert str(ours.loc[label, "runs"]) == "2"
+    assert ours.loc["zero-shot", "mlqa-r Mul"] == pytest.approx(0.4)
+    paper = table1[table1["source"] != "ours"]
+    assert len(paper) == 6 and set(paper["model"]) == {"XLM-R", "LaBSE"} and set(paper["runs"]) == {"published"}
+    published = {(r.model, r.sampling, r.dataset): r for r in spec.report.published}
+    for _, row in paper.iterrows():
+        assert row["xquad-r Mul"] == pytest.approx(published[(row["model"], row["sampling"], "xquad-r")].multi_map)
+        assert row["mlqa-r Cr"] == pytest.approx(published[(row["model"], row["sampling"], "mlqa-r")].cross_map)
+    table2 = pd.read_csv(out / "paper_table2_rank_distance.csv")
+    hybrid_bias = table2[(table2["source"] == "ours") & (table2["sampling"] == "hybrid")]["mlqa-r rank distance"]
+    assert hybrid_bias.iloc[0] == pytest.approx(np.mean(values[(0.5, "mlqa-r", "rank_distance")]))
+    cells = pd.read_csv(out / "paper_cells.csv")
+    row = cells[(cells["sampling"] == "X-Y") & (cells["dataset"] == "xquad-r") & (cells["metric"] == "cross_map")].iloc[0]
+    seeds = values[(0.0, "xquad-r", "cross_map")]
+    half = stats.t.ppf(0.975, 1) * np.std(seeds, ddof=1) / np.sqrt(2)
+    assert row["ci_low"] == pytest.approx(np.mean(seeds) - half) and row["ci_high"] == pytest.approx(np.mean(seeds) + half)
+    assert row["delta_vs_zero_shot"] == pytest.approx(np.mean(seeds) - 0.4)
+    assert row["paper/XLM-R"] == pytest.approx(0.700) and row["paper/LaBSE"] == pytest.approx(0.762)
+    report = (out / "report.md").read_text()
+    assert "## paper_table1_map.csv" in report and "paper (arXiv 2408.10536 tables 1-2)" in report

@@ -91,7 +91,7 @@ def test_max_concurrent_trials_from_cluster_resources():
     assert max_concurrent_trials(cpu, {"CPU": 2, "tune_driver": 1}) == 1
     assert max_concurrent_trials(cpu, {"CPU": 16, "tune_driver": 8}) == 8
     assert max_concurrent_trials(cpu, {"CPU": 16, "tune_driver": 3}) == 3
-    gpu = load_study("default", ["resources.use_gpu=true"])
+    gpu = load_study("default", ["resources.use_gpu=true", "resources.num_workers=2"])
     assert max_concurrent_trials(gpu, {"CPU": 64, "GPU": 8, "tune_driver": 8}) == 4
     capped = load_study("default", ["resources.max_concurrent_trials=2"])
     assert max_concurrent_trials(capped, {"CPU": 64, "tune_driver": 8}) == 2

@@ -68,6 +68,12 @@ DATA_CASES = [
      "search.metric: 'cross_map' is not produced by evaluation.intermediate.dataset='tatoeba' (scored as bitext)"),
     ("LAReQA intermediate with a bitext metric", edited("search.metric", "accuracy"),
      "search.metric: 'accuracy' is not produced by evaluation.intermediate.dataset='xquad-r' (scored as lareqa)"),
+    # one language has no cross-lingual pairs: every report would lack inter/cross_map
+    ("one-language intermediate with a cross-lingual metric", edited("evaluation.intermediate.languages", ["en"]),
+     "search.metric 'cross_map' needs at least two languages"),
+    ("paper report on a bitext set",
+     {**edited("evaluation.final", [{"dataset": "tatoeba"}]), "report": {"builder": "paper"}, "claims": []},
+     "evaluation.final[0]: 'tatoeba' is scored as bitext"),
 ]
 
 

@@ -1,6 +1,6 @@
 """Report builders: one module per research question, each returning the tables that answer it."""
 
-from study.questions import batch, data, languages, ratio, scale
+from study.questions import batch, data, languages, paper, ratio, scale
 
 BUILDERS = {
     "ratio": ratio.build,
@@ -8,4 +8,5 @@ BUILDERS = {
     "batch": batch.build,
     "data": data.build,
     "scale": scale.build,
+    "paper": paper.build,
 }

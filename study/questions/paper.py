@@ -1,0 +1,119 @@
+"""The reference paper's tables (arXiv 2408.10536): X-X vs X-Y vs hybrid batches.
+
+Table 1 is mAP in the monolingual (Mo), cross-lingual (Cr) and multilingual (Mul) LAReQA
+settings per final dataset; table 2 is the multilingual rank distance (language bias, lower
+is better). Our rows (the untrained starting model, then each batching cell as the mean of
+its seed runs) come first; the paper's published rows (``report.published`` in the study
+YAML, each with its source) follow, labelled as the paper's: they are other models trained
+on other data, so only the direction of the differences between rows is comparable.
+``paper_cells.csv`` has every number of our rows with its 95% interval over seeds, the change
+against the untrained model, and the paper's value of the same sampling and metric.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from study.questions.common import (
+    ReportContext,
+    mean_ci,
+    representative_trials,
+    zero_shot_info,
+    zero_shot_metric,
+)
+
+TABLE1_METRICS = {"mono_map": "Mo", "cross_map": "Cr", "multi_map": "Mul"}
+TABLE2_METRICS = {"rank_distance": "rank distance"}
+SAMPLING_ORDER = ("zero-shot", "X-X", "X-Y", "hybrid")
+
+
+def sampling_label(alpha: float) -> str:
+    """The paper's names: alpha 1 = every batch X-X, alpha 0 = every batch X-Y."""
+    if alpha >= 1.0:
+        return "X-X"
+    if alpha <= 0.0:
+        return "X-Y"
+    return "hybrid"
+
+
+def _ours(ctx: ReportContext) -> tuple[list[dict], str]:
+    """(one record per cell and metric: mean, seed CI, n runs; our model's label)."""
+    records = []
+    models = sorted(set(ctx.completed.get("model/display_name", pd.Series(dtype=str)).dropna()))
+    for cell, group in representative_trials(ctx).items():
+        config = ctx.spec.train_config(ctx.spec.cells()[cell] if ctx.spec.cells() else {})
+        alpha = config.batching.effective_alpha
+        label = sampling_label(alpha)
+        for dataset in ctx.final_datasets():
+            for metric in (*TABLE1_METRICS, *TABLE2_METRICS):
+                column = f"final/{dataset}/{metric}"
+                mean, low, high, n = mean_ci(group[column] if column in group else [])
+                records.append({"sampling": label, "alpha": alpha, "dataset": dataset, "metric": metric,
+                                "mean": mean, "ci_low": low, "ci_high": high, "n_runs": n})
+    return records, (models[0] if len(models) == 1 else ", ".join(models) or ctx.spec.train_config({}).model.name)
+
+
+def _published(ctx: ReportContext) -> pd.DataFrame:
+    rows = [row.model_dump() for row in ctx.spec.report.published]
+    return pd.DataFrame(rows)
+
+
+def _wide(records: pd.DataFrame, metrics: dict[str, str], datasets: list[str]) -> pd.DataFrame:
+    """(source, model, sampling, runs) x one column per (dataset, metric), in the paper's order."""
+    columns = [f"{dataset} {label}" for dataset in datasets for label in metrics.values()]
+    if records.empty:
+        return pd.DataFrame(columns=["source", "model", "sampling", "runs", *columns])
+    frame = records[records["metric"].isin(metrics)].copy()
+    frame["column"] = frame["dataset"] + " " + frame["metric"].map(metrics)
+    wide = frame.pivot_table(index=["source", "model", "sampling", "runs"], columns="column", values="value",
+                             aggfunc="first").reset_index()
+    wide.columns.name = None
+    for column in columns:
+        if column not in wide:
+            wide[column] = np.nan
+    order = {name: i for i, name in enumerate(SAMPLING_ORDER)}
+    wide["_source"] = (wide["source"] != "ours").astype(int)  # ours first, then the paper's models
+    wide["_sampling"] = wide["sampling"].map(order)
+    wide = wide.sort_values(["_source", "model", "_sampling"]).drop(columns=["_source", "_sampling"])
+    return wide[["source", "model", "sampling", "runs", *columns]].reset_index(drop=True)
+
+
+def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
+    datasets = ctx.final_datasets()
+    ours, model = _ours(ctx)
+    zero = zero_shot_info(ctx)
+    published = _published(ctx)
+    long_rows = []
+    for record in ours:
+        zero_value = zero_shot_metric(zero, record["dataset"], record["metric"]) if zero else np.nan
+        paper = {}
+        if not published.empty and record["metric"] in published:
+            same = published[(published["sampling"] == record["sampling"]) & (published["dataset"] == record["dataset"])]
+            paper = {f"paper/{row['model']}": row[record["metric"]] for _, row in same.iterrows()}
+        long_rows.append({**record, "zero_shot": zero_value, "delta_vs_zero_shot": record["mean"] - zero_value, **paper})
+    cells = pd.DataFrame(long_rows)
+
+    layout = [{"source": "ours", "model": model, "sampling": r["sampling"], "runs": r["n_runs"],
+               "dataset": r["dataset"], "metric": r["metric"], "value": r["mean"]} for r in ours]
+    if zero:
+        for dataset in datasets:
+            for metric in (*TABLE1_METRICS, *TABLE2_METRICS):
+                layout.append({"source": "ours", "model": model, "sampling": "zero-shot", "runs": 1,
+                               "dataset": dataset, "metric": metric, "value": zero_shot_metric(zero, dataset, metric)})
+    for _, row in published.iterrows():
+        if row["dataset"] not in datasets:
+            continue
+        for metric in (*TABLE1_METRICS, *TABLE2_METRICS):
+            value = row.get(metric)
+            if value is not None and np.isfinite(value):
+                layout.append({"source": f"paper ({row['source']})", "model": row["model"], "sampling": row["sampling"],
+                               "runs": "published", "dataset": row["dataset"], "metric": metric, "value": float(value)})
+    layout = pd.DataFrame(layout)
+    if not layout.empty:
+        layout["runs"] = layout["runs"].astype(str)
+    return {
+        "paper_table1_map": _wide(layout, TABLE1_METRICS, datasets),
+        "paper_table2_rank_distance": _wide(layout, TABLE2_METRICS, datasets),
+        "paper_cells": cells,
+    }
