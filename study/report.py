@@ -75,7 +75,8 @@ def _settings(spec, ctx: ReportContext) -> list[str]:
     shipped settings while a run overrode them."""
     base = spec.train_config({})
     models = sorted(set(ctx.trials.get("model/display_name", pd.Series(dtype=str)).dropna()))
-    lines = [
+    lines = [f"- profile: `{spec.profile}` ({spec.profiles[spec.profile].description})"] if spec.profile in spec.profiles else []
+    lines += [
         f"- model: {', '.join(models) or base.model.name}"
         + ("" if models else f" (num_layers={base.model.num_layers})"),
         f"- fine-tuning: {_fine_tuning(spec, ctx)}",

@@ -51,6 +51,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--config", type=Path, help="a study YAML file (same as --study PATH)")
     parser.add_argument(
+        "--profile", metavar="NAME",
+        help="apply one of the study's named override sets first (e.g. 'local': the recipe sized for 2 CPU "
+        "cores, in each study YAML's profiles section); --set values still win",
+    )
+    parser.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
         help="override one setting (repeatable): a study field (search.seeds=2, resources.num_workers=1, "
         "axes.batching.alpha=[0,1]) or a training-config field (max_steps=20, model.num_layers=1)",
@@ -72,7 +77,7 @@ def resolve_spec(args: argparse.Namespace) -> tuple[StudySpec, Path]:
         frozen = args.resume / SPEC_FILE
         if not frozen.is_file():
             raise StudyConfigError(f"--resume {args.resume}: no {SPEC_FILE} there (not a study directory)")
-        if args.sets or args.config or args.samples or args.seeds is not None or args.num_workers:
+        if args.sets or args.config or args.profile or args.samples or args.seeds is not None or args.num_workers:
             raise StudyConfigError("--resume continues the stored study as it was; drop --set/--config/--samples/...")
         return load_study(frozen), args.resume
     sets = list(args.sets)
@@ -82,7 +87,7 @@ def resolve_spec(args: argparse.Namespace) -> tuple[StudySpec, Path]:
         sets.append(f"search.samples_per_cell={args.samples}")
     if args.seeds is not None:
         sets.append(f"search.seeds={args.seeds}")
-    spec = load_study(args.config or args.study, sets)
+    spec = load_study(args.config or args.study, sets, profile=args.profile)
     output = args.output or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return spec, output
 

@@ -272,6 +272,14 @@ def _mark_untestable_claims(raw: dict, axes_before: dict, finals_before: list | 
             claim["untestable"] = f"{problem} ({changed} changed by --set)"
 
 
+class Profile(_Strict):
+    """A named set of ``--set`` overrides shipped with a study (``--profile NAME``), e.g. the
+    local-scale recipe that fits a 2-core laptop."""
+
+    description: str
+    sets: list[str] = Field(..., min_length=1)
+
+
 class StudySpec(_Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     question: str
@@ -284,6 +292,8 @@ class StudySpec(_Strict):
     resources: ResourceSettings = Field(default_factory=ResourceSettings)
     report: ReportSettings
     claims: list[Claim] = Field(default_factory=list, description="what the report must answer (verdict table)")
+    profiles: dict[str, Profile] = Field(default_factory=dict, description="named override sets (--profile)")
+    profile: str | None = Field(None, description="the profile this run applied (set by --profile)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySpec":
@@ -460,8 +470,10 @@ def resolve_study_file(name_or_path: str | Path) -> Path:
     return path
 
 
-def load_study(source: str | Path | dict, sets: list[str] = ()) -> StudySpec:
-    """Read, override and validate a study; raises :class:`StudyConfigError` naming the field."""
+def load_study(source: str | Path | dict, sets: list[str] = (), profile: str | None = None) -> StudySpec:
+    """Read, override and validate a study; raises :class:`StudyConfigError` naming the field.
+
+    ``profile`` names one of the study's ``profiles``: its overrides apply first, then ``sets``."""
     if isinstance(source, dict):
         raw, origin = source, "<dict>"
     else:
@@ -473,6 +485,13 @@ def load_study(source: str | Path | dict, sets: list[str] = ()) -> StudySpec:
             raise StudyConfigError(f"cannot read study file {path}: {exc}") from None
         if not isinstance(raw, dict):
             raise StudyConfigError(f"{path}: top level must be a mapping")
+    if profile is not None:
+        profiles = raw.get("profiles") or {}
+        if profile not in profiles:
+            raise StudyConfigError(f"--profile {profile!r}: {origin} defines {sorted(profiles) or 'no profiles'}")
+        chosen = profiles[profile]
+        profile_sets = chosen.get("sets", []) if isinstance(chosen, dict) else []
+        raw = {**apply_sets(raw, list(profile_sets)), "profile": profile}
     raw = apply_sets(raw, list(sets))
     try:
         return StudySpec.model_validate(raw)

@@ -102,6 +102,40 @@ def test_shipped_studies_are_valid():
         assert spec.cells() or spec.tune, path
 
 
+QUESTION_STUDIES = ("languages", "batch", "data", "scale", "ratio")
+
+
+@pytest.mark.parametrize("name", QUESTION_STUDIES)
+def test_question_studies_ship_a_local_profile_that_passes_the_pre_ray_checks(name):
+    """The local-scale recipe: fixed settings (nothing tuned), >= 2 runs per cell so every
+    claim gets a CI, one trial at a time on 2 cores, within the size measured to fit 60 min."""
+    from study.checks import check_local_resources, check_models
+
+    spec = load_study(name, profile="local")
+    assert spec.profile == "local" and not spec.tune
+    check_data(spec)
+    check_models(spec)
+    check_local_resources(spec, cpus=2)
+    runs_per_cell = spec.search.samples_per_cell + spec.search.seeds
+    assert runs_per_cell == 2
+    assert len(spec.cells()) * runs_per_cell <= 12 and spec.train_config({}).max_steps <= 60
+    assert spec.resources.num_workers * spec.resources.cpus_per_worker == 2
+    tested = [claim for claim in spec.claims if claim.untestable is None]
+    assert tested, f"{name}: the local profile leaves no claim testable"
+    for claim in spec.claims:
+        if claim.untestable is None:
+            assert claim.dataset in {final.dataset for final in spec.evaluation.final}
+
+
+def test_profile_overrides_come_first_and_unknown_profiles_are_named():
+    spec = load_study("ratio", ["max_steps=12"], profile="local")
+    assert spec.train_config({}).max_steps == 12  # --set wins over the profile
+    with pytest.raises(StudyConfigError, match=r"--profile 'laptop'.*\['local'\]"):
+        load_study("ratio", profile="laptop")
+    with pytest.raises(StudyConfigError, match="defines no profiles"):
+        load_study("default", profile="local")
+
+
 def test_resources_beyond_the_machine_are_rejected():
     spec = load_study(edited("resources.num_workers", 3))
     with pytest.raises(StudyConfigError, match="resources.num_workers=3"):
