@@ -40,8 +40,9 @@ fewer than ``world_size`` items, whether it gets X-X batches at all) depend on `
 so a run with a language of fewer than ``batch_size`` usable items, resumed on a different
 number of ranks, may draw different X-X batches from then on.
 
-Numpy only: the training loop turns a ``PairRef`` into texts with
-``pairs.queries[ref.query_lang][ref.item]`` and ``pairs.passages[ref.passage_lang][ref.item]``.
+Numpy only (no torch, no tokenizer): :func:`hybridir.collate.pair_texts` turns a ``PairRef``
+into texts with ``pairs.queries[ref.query_lang][ref.item]`` and
+``pairs.passages[ref.passage_lang][ref.item]``.
 """
 
 from __future__ import annotations

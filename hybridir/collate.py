@@ -33,11 +33,6 @@ class PairBatch:
         """Real (non-padding) tokens of queries and passages together, for tokens/s."""
         return int(self.queries["attention_mask"].sum() + self.passages["attention_mask"].sum())
 
-    @property
-    def num_padded_tokens(self) -> int:
-        """Tokens the encoder actually processes, padding included."""
-        return int(self.queries["input_ids"].numel() + self.passages["input_ids"].numel())
-
     def to(self, device: torch.device | str) -> "PairBatch":
         move = lambda inputs: {k: v.to(device, non_blocking=True) for k, v in inputs.items()}  # noqa: E731
         return PairBatch(move(self.queries), move(self.passages))

@@ -9,8 +9,9 @@ the global batch. Otherwise it runs in one process.
 
 Every ``checkpoint_every`` steps and at the end rank 0 writes ``output_dir/checkpoints/
 step_NNNNNN/`` (model weights + tokenizer, optimizer, scheduler, sampler position, step,
-counters, the RNG states of every rank, the config); ``resume_from=`` that directory continues
-with exactly the numbers of an uninterrupted run (same world size; CPU).
+counters, the RNG states of every rank, the config; the format is :mod:`hybridir.checkpoint`);
+``resume_from=`` that directory continues with exactly the numbers of an uninterrupted run
+(same world size; CPU).
 
 Command line (single process, for debugging)::
 
@@ -20,11 +21,9 @@ Command line (single process, for debugging)::
 from __future__ import annotations
 
 import argparse
-import os
 import json
 import logging
-import random
-import shutil
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -32,7 +31,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
@@ -42,6 +40,21 @@ from transformers import get_scheduler
 from transformers.utils import logging as hf_logging
 
 from hybridir.batching import HybridBatchSampler, PairRef, TrainingPool
+from hybridir.checkpoint import (
+    CHECKPOINTS_DIR,
+    METRICS_LOG,
+    MODEL_SUBDIR,
+    CheckpointWriteError,
+    Progress,
+    prune_checkpoints,
+    read_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    step_directory,
+)
+# Re-exported: study/trial.py imports METRICS_FILE from here, where checkpoint I/O used to live.
+from hybridir.checkpoint import CONFIG_FILE, METRICS_FILE, RESUMABLE_CHANGES, TRAINER_STATE_FILE  # noqa: F401
 from hybridir.collate import collate_pairs
 from hybridir.config import TrainConfig
 from hybridir.data.types import ParallelPairs
@@ -50,20 +63,7 @@ from hybridir.model import BiEncoder, PairEncoder
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS_DIR = "checkpoints"
-MODEL_SUBDIR = "model"
-TRAINER_STATE_FILE = "trainer_state.pt"
-CONFIG_FILE = "train_config.json"
-METRICS_FILE = "metrics.json"
-METRICS_LOG = "metrics.jsonl"
 VALIDATION_BATCHES = 4  # a few fixed held-out batches: a cheap, comparable validation loss
-# Settings a resumed run may change: they do not alter what is computed at each step.
-# (max_steps may grow; the schedule then follows the new max_steps from the resumed step on.)
-# The activation cache only stores what the frozen layers compute: where it lives is not part of the run.
-RESUMABLE_CHANGES = {
-    "max_steps", "log_every", "checkpoint_every", "eval_every", "num_threads",
-    "model.activation_cache", "model.activation_cache_max_gb",
-}  # fmt: skip
 
 
 class TrainCallback:
@@ -86,17 +86,6 @@ class TrainResult:
     metrics: dict
     checkpoint_dir: Path
     model_dir: Path  # the final model, loadable with BiEncoder.load
-
-
-@dataclass
-class _Progress:
-    """Counters that survive a resume (so logged shares and times continue seamlessly)."""
-
-    step: int = 0
-    epoch: int = 0  # sampler position of the NEXT batch
-    index: int = 0
-    xx_batches: int = 0
-    elapsed_s: float = 0.0
 
 
 @dataclass
@@ -133,7 +122,7 @@ def train(
     """
     output_dir = Path(output_dir)
     rank, world_size = _process_group()
-    resume = _read_checkpoint(Path(resume_from), config, world_size) if resume_from is not None else None
+    resume = read_checkpoint(Path(resume_from), config, world_size) if resume_from is not None else None
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     device = _device()
@@ -173,9 +162,9 @@ def train(
     trainable = [p for p in model.parameters() if p.requires_grad]
     autocast = _autocast(config.precision, device)
 
-    progress = _Progress()
+    progress = Progress()
     if resume:
-        progress = _restore(resume, optimizer, scheduler, rank, world_size)
+        progress = restore_checkpoint(resume, optimizer, scheduler, rank, world_size)
     if progress.step >= config.max_steps:
         raise ValueError(f"checkpoint {resume_from} is at step {progress.step}; max_steps={config.max_steps}")
 
@@ -228,11 +217,10 @@ def train(
         if checkpoint_due:
             model.flush_activation_cache()  # a resumed or retried run finds these states
             checkpoint_dir = save_checkpoint(
-                output_dir / CHECKPOINTS_DIR / f"step_{step:06d}",
-                model, optimizer, scheduler, config, progress, metrics, rank,
-            )  # fmt: skip
+                step_directory(output_dir, step), model, optimizer, scheduler, config, progress, metrics, rank
+            )
             if rank == 0 and keep_checkpoints:
-                _prune_checkpoints(output_dir / CHECKPOINTS_DIR, keep_checkpoints)
+                prune_checkpoints(output_dir / CHECKPOINTS_DIR, keep_checkpoints)
             for callback in callbacks:
                 callback.on_checkpoint(step, checkpoint_dir, metrics)
 
@@ -241,13 +229,6 @@ def train(
 
 
 # ---------------------------------------------------------------------- setup helpers
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def _process_group() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -324,7 +305,7 @@ def _validation_loss(model, batches, validation_pairs, loss_fn, config, autocast
     return total / len(batches)
 
 
-def _report(step: int, window: _Window, progress: _Progress, optimizer, batches_per_epoch: int, world_size: int) -> dict:
+def _report(step: int, window: _Window, progress: Progress, optimizer, batches_per_epoch: int, world_size: int) -> dict:
     seconds = max(time.perf_counter() - window.started, 1e-9)
     tokens = torch.tensor(float(window.tokens))
     if world_size > 1:  # tokens differ per rank; the loss is already the global-batch loss
@@ -355,140 +336,6 @@ def _append_jsonl(path: Path | None, metrics: dict) -> None:
     if path is not None:
         with path.open("a") as handle:
             handle.write(json.dumps(metrics) + "\n")
-
-
-# ---------------------------------------------------------------------- checkpoints
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(
-    directory: Path, model: BiEncoder, optimizer, scheduler, config: TrainConfig,
-    progress: _Progress, metrics: dict, rank: int,
-) -> Path:  # fmt: skip
-    """Rank 0 writes everything a resume needs; all ranks must call (RNG states are gathered)."""
-    rng_states = [_rng_state()]
-    if dist.is_available() and dist.is_initialized():
-        rng_states = [None] * dist.get_world_size()
-        dist.all_gather_object(rng_states, _rng_state())
-    failure = None
-    if rank == 0:
-        try:
-            _write_checkpoint(directory, model, optimizer, scheduler, config, progress, metrics, rng_states)
-        except Exception as exc:  # noqa: BLE001 - torch reports a full disk as RuntimeError
-            failure = (
-                f"could not write checkpoint {directory}: {type(exc).__name__}: {exc} "
-                f"[{_free_space(directory.parent)}]. Earlier checkpoints and {METRICS_LOG} in "
-                f"{directory.parent.parent} are intact; free space or choose another output "
-                "directory, then resume from the last complete checkpoint."
-            )
-    if dist.is_available() and dist.is_initialized():
-        # Every rank learns whether rank 0's write worked (and waits until the directory
-        # exists): a failure stops all ranks together instead of leaving them in a collective.
-        outcome = [failure]
-        dist.broadcast_object_list(outcome, src=0)
-        failure = outcome[0]
-    if failure:
-        raise CheckpointWriteError(failure)
-    return directory
-
-
-def _free_space(path: Path) -> str:
-    try:
-        return f"{shutil.disk_usage(path).free / 2**20:.1f} MiB free there"
-    except OSError as exc:
-        return f"free space unknown: {exc.strerror or exc}"
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (full disk, quota, unwritable storage)."""
-
-
-def _write_checkpoint(directory, model, optimizer, scheduler, config, progress, metrics, rng_states) -> None:
-    # Write to a temporary sibling and rename: a killed or failed write never leaves a half
-    # checkpoint, and the previous one is pruned only after this one is complete.
-    partial = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        model.save(partial / MODEL_SUBDIR)
-        state = {
-            "step": progress.step,
-            "sampler": {"epoch": progress.epoch, "index": progress.index},
-            "progress": vars(progress).copy(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_states,
-            "world_size": len(rng_states),
-        }
-        torch.save(state, partial / TRAINER_STATE_FILE)
-        (partial / CONFIG_FILE).write_text(config.model_dump_json(indent=2) + "\n")
-        (partial / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)  # give the space back
-        raise
-    shutil.rmtree(directory, ignore_errors=True)
-    partial.rename(directory)
-
-
-def _read_checkpoint(directory: Path, config: TrainConfig, world_size: int) -> Path:
-    """Check that ``directory`` is a complete checkpoint of a compatible run (before any work)."""
-    missing = [
-        name for name in (TRAINER_STATE_FILE, CONFIG_FILE, f"{MODEL_SUBDIR}/model.safetensors")
-        if not (directory / name).is_file()
-    ]  # fmt: skip
-    if missing:
-        raise FileNotFoundError(f"resume_from={directory} is not a complete checkpoint: missing {missing}")
-    saved = TrainConfig.model_validate_json((directory / CONFIG_FILE).read_text())
-    differences = _config_differences(saved.model_dump(), config.model_dump()) - RESUMABLE_CHANGES
-    if differences:
-        raise ValueError(
-            f"cannot resume from {directory}: the config differs in {sorted(differences)} "
-            f"(only {sorted(RESUMABLE_CHANGES)} may change)"
-        )
-    return directory
-
-
-def _config_differences(saved: dict, current: dict, prefix: str = "") -> set[str]:
-    keys = set(saved) | set(current)
-    differences: set[str] = set()
-    for key in keys:
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict) and key != "pairs_per_language":
-            differences |= _config_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            differences.add(f"{prefix}{key}")
-    return differences
-
-
-def _restore(directory: Path, optimizer, scheduler, rank: int, world_size: int) -> _Progress:
-    # Our own file: it holds Python/numpy RNG states, which weights_only loading rejects.
-    state = torch.load(directory / TRAINER_STATE_FILE, map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    progress = _Progress(**state["progress"])
-    if state["world_size"] == world_size:
-        _set_rng_state(state["rng"][rank])
-    else:  # dropout masks cannot continue bit-exactly on another number of ranks
-        log.warning("resuming on %d ranks a run checkpointed on %d: dropout RNG reseeded", world_size, state["world_size"])
-        seed_everything(progress.step * 1000 + rank)
-    return progress
-
-
-def _prune_checkpoints(directory: Path, keep: int) -> None:
-    checkpoints = sorted(path for path in directory.glob("step_*") if path.is_dir() and not path.name.endswith(".partial"))
-    for old in checkpoints[:-keep]:
-        shutil.rmtree(old)
 
 
 # ---------------------------------------------------------------------- command line

@@ -61,7 +61,8 @@ DATA_CASES = [
     ("unknown training language", edited("data.languages", ["en", "xx"]), "data.languages"),
     ("unknown training source", edited("data.source", "ntrex256"), "data.source"),
     ("training on the evaluated articles", edited("data.source", "xquad"), "data.source='xquad' leaks into evaluation dataset 'xquad-r'"),
-    ("low-resource language not evaluated", edited("report.low_resource_languages", ["sw"]), "report.low_resource_languages[0]"),
+    ("low-resource language not evaluated", edited("report", {"builder": "ratio", "low_resource_languages": ["sw"]}),
+     "report.low_resource_languages[0]"),
     # a bitext set has no cross_map: ASHA and Optuna would wait for a metric that never comes
     ("bitext intermediate with a LAReQA metric",
      edited("evaluation.intermediate", {"dataset": "tatoeba", "languages": ["de"], "max_queries": 20, "every": 10}),

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 class RetrievalCorpus:
     """A multilingual retrieval evaluation set (LAReQA-style).
 
-    queries:    lang -> {query_id: text}. A query id is the parallel item id, shared by its
-                translations in the other languages.
+    queries:    lang -> {query_id: text}. In the N-way parallel sets (LAReQA, FLORES) a query
+                id is the parallel item id, shared by its translations in the other
+                languages; in the X -> pivot sets (Tatoeba, AfriQA) each query has its own id.
     candidates: lang -> {candidate_id: text}. Candidate ids are unique across the whole corpus
                 (they embed the language), so pooled (multilingual) rankings need no renaming.
     relevant:   query_id -> {lang: candidate_id}: the relevant candidate of the item in each
@@ -51,8 +52,10 @@ class ParallelPairs:
     """Query -> passage training pairs that exist, translated, in several languages.
 
     Item i has the same meaning in every language: ``queries[lang][i]`` and
-    ``passages[lang][i]``. ``available[lang]`` lists the item indices usable in that
-    language (all items by default; the in-language data-size cap shrinks it).
+    ``passages[lang][i]``; ``groups[i]`` is the article / document it comes from (splits keep
+    a document on one side). Which items are usable in which language is not stored here:
+    :class:`~hybridir.batching.TrainingPool` derives it (an empty or ``None`` text is a missing
+    translation) and applies the in-language data-size caps.
     """
 
     name: str
