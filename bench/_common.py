@@ -2,7 +2,8 @@
 and the sentence-transformers baseline model built from the same offline weights.
 
 Every script imports this as ``from _common import ...`` (``python bench/<name>.py`` puts
-bench/ on sys.path). Nothing here changes what is measured; it only keeps the scripts short.
+bench/ on sys.path; ``hybridir`` and ``study`` come from the editable install). Nothing here
+changes what is measured; it only keeps the scripts short.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import os
 import platform
 import resource
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -171,7 +171,3 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
     # Tokenizers run in this process too; keep their Rust thread pool off the timed cores.
     os.environ["RAYON_NUM_THREADS"] = str(threads)
-
-
-if str(REPO_ROOT) not in sys.path:  # hybridir is installed editable; study/ is not a package on the path
-    sys.path.insert(0, str(REPO_ROOT))

@@ -38,8 +38,9 @@ from _common import add_common_args, print_machine, print_table, set_threads
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from hybridir.train import TrainCallback, train
-from study.search import STEP, CellGridSearch, PerCellASHA, intermediate_metric
+from study.search import CellGridSearch, PerCellASHA
 from study.spec import StudySpec
+from study.vocabulary import STEP, intermediate_metric
 
 LRS = [1e-5, 3e-5, 1e-4, 3e-4]  # the default space: 4 x 3 = 12 configurations
 ALPHAS = [0.0, 0.5, 1.0]

@@ -54,10 +54,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from hybridir.config import BatchConfig
 from hybridir.data.types import ParallelPairs
 
 if TYPE_CHECKING:
-    from hybridir.config import BatchConfig, DataConfig
+    from hybridir.config import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +362,7 @@ class HybridBatchSampler:
         self.pool = pool
         self.batch_size = int(batch_size)
         self.mode: Mode = mode
-        self.alpha = {"xx": 1.0, "xy": 0.0}.get(mode, float(alpha))
+        self.alpha = BatchConfig.alpha_of(mode, alpha)
         self.seed = _check_seed("seed", seed)
         self.rank = int(rank)
         self.world_size = int(world_size)

@@ -51,7 +51,13 @@ class BatchConfig(_Strict):
 
     @property
     def effective_alpha(self) -> float:
-        return {"xx": 1.0, "xy": 0.0}.get(self.mode, self.alpha)
+        """The share of X-X batches this section trains with (``alpha`` counts in hybrid mode only)."""
+        return self.alpha_of(self.mode, self.alpha)
+
+    @staticmethod
+    def alpha_of(mode: str, alpha: float) -> float:
+        """The one mode -> X-X share rule: xx 1, xy 0, hybrid ``alpha`` (the batch sampler uses it too)."""
+        return {"xx": 1.0, "xy": 0.0}.get(mode, float(alpha))
 
 
 class ModelConfig(_Strict):

@@ -130,6 +130,41 @@ def check_models(spec: StudySpec) -> None:
                 )
 
 
+BATCH_SIZE = "batching.batch_size"
+
+
+def check_batch_division(spec: StudySpec) -> None:
+    """Every global batch size a trial can get (base, axes, tuned values) splits evenly over
+    ``resources.num_workers`` DDP ranks: found here, not by the batch sampler inside a Ray
+    worker after start-up."""
+    workers = spec.resources.num_workers
+    if workers == 1:
+        return
+
+    def fail(where: str, batch_size: int) -> None:
+        raise StudyConfigError(
+            f"{where}: {BATCH_SIZE}={batch_size} is not divisible by resources.num_workers={workers} "
+            f"(every DDP rank gets an equal share of the global batch)"
+        )
+
+    for cell in spec.cells() or [{}]:
+        batch_size = spec.train_config(cell).batching.batch_size
+        if batch_size % workers:
+            fail(", ".join(f"axes[{k!r}]={v!r}" for k, v in cell.items()) or "base", batch_size)
+    tuned = spec.tune.get(BATCH_SIZE)
+    if tuned is None:
+        return
+    if tuned.distribution == "int":
+        # Optuna draws every integer of the range; among any num_workers consecutive ones
+        # all but one are indivisible, so the scan stops within num_workers steps.
+        values = range(int(tuned.low), int(tuned.high) + 1)
+    else:
+        values = tuned.candidate_values()
+    for value in values:
+        if int(value) % workers:
+            fail(f"tune[{BATCH_SIZE!r}] ({tuned.distribution})", int(value))
+
+
 def check_search_metric(spec: StudySpec) -> None:
     """ASHA and Optuna compare ``inter/<search.metric>``: the intermediate set's kind must
     produce that summary key (a bitext set has no ``cross_map``, a LAReQA set no

@@ -6,6 +6,9 @@ Works mid-study (reports cover the trials finished so far). Writes
 ``<DIR>/reports/<study>/``: one CSV per table answering the study's question, PNG plots,
 ``trials.csv`` (every trial) and ``report.md`` (question, deviations from the seed setup,
 the tables).
+
+No Ray: the reports read ``results/`` through :class:`study.results.ResultStore` only, so they
+build on any machine with the study's results, Ray installed or not.
 """
 
 from __future__ import annotations
@@ -14,18 +17,14 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python study/report.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from study.questions import BUILDERS  # noqa: E402
-from study.questions.common import ReportContext, plot_learning_curves, zero_shot_info  # noqa: E402
-from study.results import ResultStore  # noqa: E402
-from study.spec import StudyConfigError, load_study  # noqa: E402
-from study.verdicts import verdict_markdown, write_verdicts  # noqa: E402
-
-SPEC_FILE = "study.yaml"
+from study.questions import BUILDERS
+from study.questions.common import ReportContext, plot_learning_curves, zero_shot_info
+from study.results import ResultStore
+from study.spec import StudyConfigError, load_study
+from study.verdicts import verdict_markdown, write_verdicts
+from study.vocabulary import MODEL_DISPLAY_NAME, MODEL_TRAINING, SPEC_FILE
 
 
 def build_reports(study_dir: Path) -> Path:
@@ -74,7 +73,7 @@ def _settings(spec, ctx: ReportContext) -> list[str]:
     """What actually ran, from the frozen study: the YAML's deviation notes may describe the
     shipped settings while a run overrode them."""
     base = spec.train_config({})
-    models = sorted(set(ctx.trials.get("model/display_name", pd.Series(dtype=str)).dropna()))
+    models = sorted(set(ctx.trials.get(MODEL_DISPLAY_NAME, pd.Series(dtype=str)).dropna()))
     lines = [f"- profile: `{spec.profile}` ({spec.profiles[spec.profile].description})"] if spec.profile in spec.profiles else []
     lines += [
         f"- model: {', '.join(models) or base.model.name}"
@@ -95,7 +94,7 @@ def _settings(spec, ctx: ReportContext) -> list[str]:
 
 def _fine_tuning(spec, ctx: ReportContext) -> str:
     """Which layers trained (a deviation from the paper's full fine-tuning when partial)."""
-    recorded = sorted(set(ctx.trials.get("model/training", pd.Series(dtype=str)).dropna()))
+    recorded = sorted(set(ctx.trials.get(MODEL_TRAINING, pd.Series(dtype=str)).dropna()))
     if recorded:
         return "; ".join(recorded)
     values = {spec.train_config({}).model.train_layers, *spec.axes.get("model.train_layers", [])}

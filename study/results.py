@@ -1,4 +1,8 @@
-"""The study's results table, written by the driver as trials report and finish.
+"""The study's results table: ``results/`` of a study directory, read and written here.
+
+No Ray: the driver's Tune callback (:mod:`study.tune_callback`) writes through
+:class:`ResultStore` as trials report and finish; the reports (:mod:`study.report`) read the
+same store at any time, also where Ray is not installed.
 
 Ray keeps only each trial's last result in ``get_dataframe`` and Train V2 drops metrics
 reported without a checkpoint, so the study persists what its reports need itself:
@@ -26,7 +30,8 @@ such as ``s3://``, the storage Ray itself persists checkpoints to and which a mu
 cluster must share), and reports only the row count. The driver copies the file into
 ``results/per_query/`` when the trial finishes, BEFORE it writes the trial's row, so a
 finished trial in ``trials.jsonl`` always has its per-query file; ``--resume`` re-records
-(and so re-copies) a trial the driver missed, and :meth:`ResultsCallback.backfill_per_query`
+(and so re-copies) a trial the driver missed, and
+:meth:`study.tune_callback.ResultsCallback.backfill_per_query`
 fetches any file still missing for a finished trial.
 """
 
@@ -34,25 +39,17 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
-import shutil
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from ray.tune import Callback
 
-from study.search import STEP
+from study.vocabulary import STEP, ZERO_SHOT, ZERO_SHOT_FILE, axis_column, train_run_name, tuned_column
 
 TRIAL_KEY = ["trial_id"]
 HISTORY_KEY = ["trial_id", STEP]
-MATRICES = "matrices_json"  # the final report's per-language-pair matrices, as one JSON string
-PER_QUERY_ROWS = "per_query/rows"  # reported instead of the rows themselves (see the module doc)
-ZERO_SHOT = "zero-shot"  # the per-query file name of the untrained model
-ZERO_SHOT_FILE = "zero_shot.json"
 
 
 def per_query_frame(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -74,7 +71,7 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
 def per_query_uri(storage: str, experiment: str, trial_id: str) -> str:
     """Where a trial's rank 0 leaves its per-query parquet: its Train run's folder of the
     storage path (kept when the driver drops the run's checkpoints)."""
-    return f"{storage.rstrip('/')}/train-{experiment}-{trial_id}/per_query.parquet"
+    return f"{storage.rstrip('/')}/{train_run_name(experiment, trial_id)}/per_query.parquet"
 
 
 def _filesystem(uri: str):
@@ -243,149 +240,23 @@ def flatten_config(config: dict) -> dict:
     """A trial config as flat columns: ``axis/<path>``, ``tuned/<path>``, phase, cell, seed."""
     row = {"phase": config.get("phase"), "cell": config.get("cell"), "seed": config.get("seed"),
            "source_trial": config.get("source_trial")}
-    row.update({f"axis/{k}": v for k, v in (config.get("axes") or {}).items()})
-    row.update({f"tuned/{k}": v for k, v in (config.get("tuned") or {}).items()})
+    row.update({axis_column(k): v for k, v in (config.get("axes") or {}).items()})
+    row.update({tuned_column(k): v for k, v in (config.get("tuned") or {}).items()})
     return row
-
-
-def _scalars(result: dict) -> dict:
-    return {
-        key: value
-        for key, value in result.items()
-        if "/" in key and key != MATRICES and isinstance(value, (int, float, str, bool)) and not _nan(value)
-    }
-
-
-def _nan(value: Any) -> bool:
-    return isinstance(value, float) and math.isnan(value)
-
-
-class ResultsCallback(Callback):
-    """Tune driver callback: history row per report, trial row per finished trial."""
-
-    def __init__(self, output_dir: Path, resources: dict, train_runs_dir: str | None = None,
-                 experiment: str = "search", storage: str | None = None):
-        self._output_dir = Path(output_dir)
-        self._resources = resources
-        # Local storage only: a finished trial's Train checkpoints (the full encoder, hundreds
-        # of MB each) are dropped unless resources.keep_checkpoints; results stay in results/.
-        self._train_runs_dir = train_runs_dir
-        self._experiment = experiment
-        # The study's storage path, where trials leave their per-query parquet (module doc).
-        self._storage = storage
-        self._store: ResultStore | None = None
-
-    @property
-    def store(self) -> ResultStore:
-        # Created lazily: the callback is pickled into Tune's experiment state.
-        if self._store is None:
-            self._store = ResultStore(self._output_dir)
-        return self._store
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_store": None}
-
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if STEP not in result:
-            return
-        row = {"trial_id": trial.trial_id, STEP: result[STEP], "time": time.time()}
-        row.update(flatten_config(trial.config))
-        row.update(_scalars(result))
-        self.store.append_history(row)
-        self.store.flush_history_csv()
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._finish(trial, status=None)
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._finish(trial, status="error")
-
-    def _finish(self, trial, status: str | None) -> None:
-        self.record(trial.trial_id, trial.config, dict(trial.last_result or {}), status)
-
-    def record(self, trial_id: str, config: dict, result: dict, status: str | None) -> None:
-        """Write one finished trial's row (and its matrices); drop its Train checkpoints."""
-        has_final = any(key.startswith("final/") for key in result)
-        status = status or ("completed" if has_final else "pruned")
-        wall = float(result.get("time_total_s") or 0.0)
-        row = {"trial_id": trial_id, "status": status, "finished_at": time.time()}
-        row.update(flatten_config(config))
-        row.update(_scalars(result))
-        row.update(
-            {
-                STEP: result.get(STEP),
-                "wall_time_s": wall,
-                "num_workers": self._resources["num_workers"],
-                "use_gpu": self._resources["use_gpu"],
-                "cpus_per_worker": self._resources["cpus_per_worker"],
-                "worker_seconds": wall * self._resources["num_workers"],
-            }
-        )
-        matrices = json.loads(result[MATRICES]) if result.get(MATRICES) else None
-        if has_final:
-            # Before the trial's row: a row in trials.jsonl means its per-query file is here.
-            self.collect_per_query(trial_id, result.get(PER_QUERY_ROWS))
-        self.store.append_trial(row, matrices)
-        objective = {k: round(v, 4) for k, v in row.items() if k.startswith("final/") and k.endswith("/cross_map")}
-        print(f"[study] trial {trial_id} {status} (cell {row['cell']}, {wall:.0f} s) {objective}", flush=True)
-        if self._train_runs_dir and status in ("completed", "pruned"):
-            run_dir = Path(self._train_runs_dir) / f"train-{self._experiment}-{trial_id}"
-            for checkpoint in run_dir.glob("checkpoint_*"):
-                shutil.rmtree(checkpoint, ignore_errors=True)
-
-    def collect_per_query(self, trial_id: str, expected_rows: float | None = None) -> bool:
-        """Copy a finished trial's per-query parquet from the storage path into results/.
-        False (with a warning naming the file) when it is missing or incomplete."""
-        storage = getattr(self, "_storage", None)  # absent in callbacks pickled by older versions
-        if storage is None:
-            return False
-        uri = per_query_uri(storage, self._experiment, trial_id)
-        data = read_storage_file(uri)
-        if data is None:
-            print(f"[study] warning: trial {trial_id}: no per-query results at {uri}", flush=True)
-            return False
-        import pyarrow.parquet
-
-        rows = pyarrow.parquet.ParquetFile(io.BytesIO(data)).metadata.num_rows
-        if expected_rows is not None and not _nan(expected_rows) and rows != int(expected_rows):
-            print(f"[study] warning: trial {trial_id}: {uri} has {rows} per-query rows, the trial "
-                  f"reported {int(expected_rows)}; not copied", flush=True)
-            return False
-        self.store.write_per_query(trial_id, data)
-        return True
-
-    def backfill_per_query(self) -> int:
-        """Fetch the per-query file of every completed trial of this experiment that has none
-        in results/ (e.g. storage was briefly unreachable when it finished). Returns how many."""
-        trials = self.store.trials()
-        if trials.empty:
-            return 0
-        done = trials[(trials["phase"] == self._experiment) & (trials["status"] == "completed")]
-        return sum(
-            self.collect_per_query(trial_id, row.get(PER_QUERY_ROWS))
-            for trial_id, row in zip(done["trial_id"], done.to_dict("records"))
-            if not self.store.has_per_query(trial_id)
-        )
-
-    def reconcile(self, grid) -> int:
-        """Record trials Tune finished but this callback never saw (a driver stopped between
-        the trial's end and the callback), from Tune's own stored results. Returns how many."""
-        known = self.store.finished_trial_ids()
-        added = 0
-        for result in grid:
-            metrics = dict(result.metrics or {})
-            trial_id = metrics.get("trial_id")
-            if not trial_id or trial_id in known:
-                continue
-            finished = result.error is not None or any(k.startswith("final/") for k in metrics) or metrics.get("done")
-            if not finished:
-                continue  # still running when the driver stopped: resumed later
-            self.record(trial_id, result.config, metrics, "error" if result.error is not None else None)
-            added += 1
-        return added
 
 
 def history_rows(output_dir: str | Path) -> list[dict]:
     """Every stored intermediate report of a study (deduplicated), as dicts."""
     frame = ResultStore(Path(output_dir)).history()
     return frame.to_dict("records") if len(frame) else []
+
+
+def __getattr__(name: str):
+    # The Tune callback lived here before study.tune_callback: Tune pickled it (module path
+    # included) into the saved state of studies started then, which `--resume` unpickles.
+    # Imported on that access only, so this module itself never imports Ray.
+    if name == "ResultsCallback":
+        from study.tune_callback import ResultsCallback
+
+        return ResultsCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,9 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python study/run.py`: make `study` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 for _name, _value in {
     "RAY_USAGE_STATS_ENABLED": "0",
     "HF_HUB_OFFLINE": "1",
@@ -33,9 +30,16 @@ for _name, _value in {
     os.environ.setdefault(_name, _value)
 
 from study.spec import StudyConfigError, StudySpec, dump_study, load_study  # noqa: E402
-
-SPEC_FILE = "study.yaml"
-SEARCH, SEEDS = "search", "seeds"
+from study.vocabulary import (  # noqa: E402
+    AXIS_PREFIX,
+    COMPLETED,
+    SEARCH,
+    SEEDS,
+    SPEC_FILE,
+    TUNED_PREFIX,
+    intermediate_metric,
+    prefixed_columns,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,13 +98,21 @@ def resolve_spec(args: argparse.Namespace) -> tuple[StudySpec, Path]:
 
 def prepare(args: argparse.Namespace) -> tuple[StudySpec, Path]:
     """All validation, before Ray starts: schema, data, output directory, local resources."""
-    from study.checks import check_data, check_local_resources, check_models, check_output_dir, check_storage_path
+    from study.checks import (
+        check_batch_division,
+        check_data,
+        check_local_resources,
+        check_models,
+        check_output_dir,
+        check_storage_path,
+    )
 
     spec, output = resolve_spec(args)
     if args.resume is None and (output / SPEC_FILE).exists():
         raise StudyConfigError(f"--output {output} already holds a study; use --resume {output} or a new --output")
     if args.address is None:
         check_local_resources(spec)
+    check_batch_division(spec)
     try:
         check_data(spec)
     except StudyConfigError:
@@ -183,8 +195,9 @@ def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, 
     """
     from ray import tune
 
-    from study.results import ResultsCallback, ResultStore
+    from study.results import ResultStore
     from study.search import max_concurrent_trials
+    from study.tune_callback import ResultsCallback
 
     total = searcher.total_trials
     trainable = _trainable(spec, storage, experiment, cluster)
@@ -308,7 +321,7 @@ def zero_shot_on_ray(spec: StudySpec, local: bool):
     """
     import ray
 
-    from study.trial import zero_shot_task
+    from study.trial import zero_shot_inputs, zero_shot_task
 
     resources = spec.resources
     cpus = resources.cpus_per_worker
@@ -318,7 +331,7 @@ def zero_shot_on_ray(spec: StudySpec, local: bool):
     threads = None if resources.use_gpu else max(1, int(cpus))
 
     def compute():
-        return ray.get(task.remote(spec.model_dump(mode="json"), threads))
+        return ray.get(task.remote(**zero_shot_inputs(spec), threads=threads))
 
     return compute
 
@@ -326,18 +339,17 @@ def zero_shot_on_ray(spec: StudySpec, local: bool):
 def seed_configs(spec: StudySpec, output: Path) -> list[dict]:
     """Each cell's best completed search trial (by the search objective), once per new seed."""
     from study.results import ResultStore
-    from study.search import intermediate_metric, prefixed_columns
 
     trials = ResultStore(output).trials()
     if trials.empty:
         return []
     metric = intermediate_metric(spec)
-    done = trials[(trials["phase"] == SEARCH) & (trials["status"] == "completed")].dropna(subset=[metric])
+    done = trials[(trials["phase"] == SEARCH) & (trials["status"] == COMPLETED)].dropna(subset=[metric])
     base_seed = spec.train_config({}).seed
     configs = []
     for cell, group in done.groupby("cell", sort=True):
         best = group.sort_values(metric, ascending=spec.search.mode == "min").iloc[0]
-        axes, tuned = prefixed_columns(best, "axis/"), prefixed_columns(best, "tuned/")
+        axes, tuned = prefixed_columns(best, AXIS_PREFIX), prefixed_columns(best, TUNED_PREFIX)
         for index in range(spec.search.seeds):
             configs.append({"phase": SEEDS, "cell": int(cell), "axes": axes, "tuned": tuned,
                             "seed": base_seed + 1 + index, "source_trial": best["trial_id"]})
@@ -355,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from study.report import build_reports
     from study.results import history_rows
-    from study.search import CellGridSearch, FixedConfigSearch, PerCellASHA, intermediate_metric
+    from study.search import CellGridSearch, FixedConfigSearch, PerCellASHA
 
     started = time.time()
     if spec.resources.activation_cache is None:

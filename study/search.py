@@ -24,18 +24,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from study.spec import StudySpec, TunedParam
-
-STEP = "study_step"  # the study's own step counter: ASHA's time_attr survives restores
-
-
-def plain_value(value):
-    """A numpy/pandas scalar as the Python value it holds."""
-    return value.item() if hasattr(value, "item") else value
-
-
-def prefixed_columns(row, prefix: str) -> dict:
-    """``{path: value}`` of a results row's ``<prefix><path>`` columns (``axis/``, ``tuned/``)."""
-    return {key[len(prefix):]: plain_value(value) for key, value in row.items() if key.startswith(prefix)}
+from study.vocabulary import SEARCH, STEP, TUNED_PREFIX, intermediate_metric, prefixed_columns
 
 
 def optuna_distribution(param: TunedParam) -> optuna.distributions.BaseDistribution:
@@ -47,11 +36,6 @@ def optuna_distribution(param: TunedParam) -> optuna.distributions.BaseDistribut
     if param.distribution == "int":
         return optuna.distributions.IntDistribution(int(param.low), int(param.high))
     return optuna.distributions.CategoricalDistribution(param.values)
-
-
-def intermediate_metric(spec: StudySpec) -> str:
-    """The reported key ASHA and Optuna compare."""
-    return f"inter/{spec.search.metric}"
 
 
 def startup_trials(samples_per_cell: int) -> int:
@@ -138,7 +122,7 @@ class CellGridSearch(Searcher):
             searcher = self._optuna[cell]
             if searcher is None:
                 continue
-            tuned = prefixed_columns(row, "tuned/")
+            tuned = prefixed_columns(row, TUNED_PREFIX)
             value = row.get(self.metric)
             missing = value is None or value != value  # NaN
             searcher.add_evaluated_point(tuned, None if missing else float(value), error=missing)
@@ -159,7 +143,7 @@ class CellGridSearch(Searcher):
         self._remaining[cell] -= 1
         self._owner[trial_id] = cell
         tuned = self._suggest_new(cell, trial_id)
-        return {"phase": "search", "cell": cell, "axes": self._cells[cell], "tuned": tuned, "seed": None}
+        return {"phase": SEARCH, "cell": cell, "axes": self._cells[cell], "tuned": tuned, "seed": None}
 
     def _suggest_new(self, cell: int, trial_id: str) -> dict:
         searcher = self._optuna[cell]
@@ -296,7 +280,7 @@ class PerCellASHA(FIFOScheduler):
         if self._cells is None:
             self._cells = {}
             for row in self._history_source():
-                if row.get("phase") != "search" or row.get(self._metric) is None:
+                if row.get("phase") != SEARCH or row.get(self._metric) is None:
                     continue
                 scheduler = self._scheduler_of(int(row["cell"]))
                 trial = SimpleNamespace(trial_id=row["trial_id"])

@@ -20,12 +20,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hybridir.config import TrainConfig
+from study.vocabulary import TARGET_PAIRS_AXIS
 
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"
-
-# The one axis that is not a TrainConfig path: in-language pairs for report.target_languages only
-# (expanded into data.pairs_per_language), the Q3 "in-language data per target language" knob.
-TARGET_PAIRS_AXIS = "data.pairs_per_target_language"
 
 ReportName = Literal["ratio", "languages", "batch", "data", "scale", "paper"]
 

@@ -11,6 +11,13 @@ Every evaluation goes through :func:`hybridir.evaluation.build_evaluator`, so ea
 scored as its registered kind (LAReQA or bitext) exactly as ``python -m hybridir.evaluate``
 scores it. The final evaluation's per-query rows travel through the storage path, not the
 metrics dict (see :mod:`study.results`).
+
+Validated once. The study is validated before Ray starts (``study/run.py``); the Tune function
+turns it and the trial's config into the trial's :class:`TrainConfig` (one ``StudySpec``
+validation per trial, where the searcher's overrides meet the study). Train workers get only
+what they use: the TrainConfig and :class:`WorkerSettings` (the evaluation settings, the
+intermediate evaluation's seed, ``use_gpu``, ``cpus_per_worker``), never the whole study; the
+zero-shot task likewise gets the model section and the final sets.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +45,51 @@ from hybridir.config import ModelConfig, TrainConfig
 from hybridir.evaluation.evaluator import EvaluationResult, Evaluator, build_evaluator
 from hybridir.model import BiEncoder
 from hybridir.train import METRICS_FILE, MODEL_SUBDIR, TrainCallback, train
-from study.results import MATRICES, PER_QUERY_ROWS, parquet_bytes, per_query_frame, per_query_uri, write_storage_file
-from study.search import STEP
-from study.spec import EvalSetSettings, StudySpec
+from study.results import parquet_bytes, per_query_frame, per_query_uri, write_storage_file
+from study.spec import EvalSetSettings, EvaluationSettings, StudySpec
+from study.vocabulary import (
+    INTER,
+    INTER_PREFIX,
+    MATRICES,
+    MODEL_DISPLAY_NAME,
+    MODEL_TRAINING,
+    PAIRS_PER_SECOND,
+    PER_QUERY_ROWS,
+    RESUMED_FROM_STEP,
+    STEP,
+    STEP_SECONDS,
+    final_prefix,
+    train_key,
+    train_run_name,
+)
 
 
 EVAL_MAX_QUERY_LENGTH = ModelConfig.model_fields["max_query_length"].default
 EVAL_MAX_PASSAGE_LENGTH = ModelConfig.model_fields["max_passage_length"].default
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What a trial's Train workers need of the study besides their TrainConfig."""
+
+    evaluation: EvaluationSettings
+    eval_seed: int  # search.seed: the intermediate evaluation's query sample
+    use_gpu: bool
+    cpus_per_worker: float
+
+    @classmethod
+    def from_spec(cls, spec: StudySpec) -> "WorkerSettings":
+        resources = spec.resources
+        return cls(spec.evaluation, spec.search.seed, resources.use_gpu, resources.cpus_per_worker)
+
+    def to_loop_config(self) -> dict:
+        return {"evaluation": self.evaluation.model_dump(mode="json"), "eval_seed": self.eval_seed,
+                "use_gpu": self.use_gpu, "cpus_per_worker": self.cpus_per_worker}
+
+    @classmethod
+    def from_loop_config(cls, data: dict) -> "WorkerSettings":
+        return cls(EvaluationSettings.model_validate(data["evaluation"]), int(data["eval_seed"]),
+                   bool(data["use_gpu"]), float(data["cpus_per_worker"]))
 
 
 def trial_train_config(spec: StudySpec, config: dict) -> TrainConfig:
@@ -79,15 +125,20 @@ def _tables_payload(result: EvaluationResult) -> dict:
 
 
 def evaluate_final_sets(spec: StudySpec, model) -> tuple[dict[str, float], dict, pd.DataFrame]:
-    """Every ``evaluation.final`` set, each scored as its kind: ``final/<dataset>/<key>``
-    metrics, the tables payload per dataset (results/matrices/) and the per-query rows of all
-    sets with a ``dataset`` column (results/per_query/). No Ray: trials and the zero-shot
-    baseline call it alike."""
+    """Every ``evaluation.final`` set of the study: :func:`evaluate_sets`."""
+    return evaluate_sets(spec.evaluation.final, model)
+
+
+def evaluate_sets(final: list[EvalSetSettings], model) -> tuple[dict[str, float], dict, pd.DataFrame]:
+    """Every final set, each scored as its kind: ``final/<dataset>/<key>`` metrics, the tables
+    payload per dataset (results/matrices/) and the per-query rows of all sets with a
+    ``dataset`` column (results/per_query/). No Ray: trials and the zero-shot baseline call it
+    alike."""
     metrics: dict[str, float] = {}
     tables: dict[str, dict] = {}
     per_query: dict[str, pd.DataFrame] = {}
-    for settings in spec.evaluation.final:
-        scores, result = evaluate(model, set_evaluator(settings), f"final/{settings.dataset}")
+    for settings in final:
+        scores, result = evaluate(model, set_evaluator(settings), final_prefix(settings.dataset))
         metrics.update(scores)
         tables[settings.dataset] = _tables_payload(result)
         per_query[settings.dataset] = result.per_query
@@ -97,7 +148,7 @@ def evaluate_final_sets(spec: StudySpec, model) -> tuple[dict[str, float], dict,
 def _reported(metrics: dict) -> dict[str, float]:
     """The training loop's metrics under the study's names (``train/...``, ``inter/...``)."""
     return {
-        (key if key.startswith("inter/") else f"train/{key}"): float(value)
+        (key if key.startswith(INTER_PREFIX) else train_key(key)): float(value)
         for key, value in metrics.items()
         if isinstance(value, (int, float)) and value is not None
     }
@@ -111,8 +162,8 @@ class StudyCallback(TrainCallback):
     metrics are reported with the checkpoint.
     """
 
-    def __init__(self, spec: StudySpec, config: TrainConfig):
-        self.spec = spec
+    def __init__(self, settings: WorkerSettings, config: TrainConfig):
+        self.settings = settings
         self.config = config
         self.rank = ray.train.get_context().get_world_rank()
         self._evaluator: Evaluator | None = None
@@ -126,15 +177,15 @@ class StudyCallback(TrainCallback):
 
     def intermediate_evaluator(self) -> Evaluator:
         if self._evaluator is None:
-            self._evaluator = set_evaluator(self.spec.evaluation.intermediate, seed=self.spec.search.seed)
+            self._evaluator = set_evaluator(self.settings.evaluation.intermediate, seed=self.settings.eval_seed)
         return self._evaluator
 
     def on_evaluate(self, step: int, model) -> dict | None:
         if self.rank != 0:
             return None
         start = time.perf_counter()
-        with evaluation_threads(self.spec):
-            metrics, _ = evaluate(model, self.intermediate_evaluator(), "inter")
+        with evaluation_threads(self.settings):
+            metrics, _ = evaluate(model, self.intermediate_evaluator(), INTER)
         self._add_overhead(time.perf_counter() - start)
         self.last_eval = {"step": step, **metrics}
         return metrics
@@ -155,7 +206,7 @@ class StudyCallback(TrainCallback):
             return {}
         seconds = max(time.perf_counter() - self._origin[0] - self._overhead, 1e-9)
         pairs = (step - self._origin[1]) * self.config.batching.batch_size
-        return {"train/pairs_per_s_overall": pairs / seconds, "train/step_seconds": seconds}
+        return {PAIRS_PER_SECOND: pairs / seconds, STEP_SECONDS: seconds}
 
     def replay_checkpoint_report(self, directory: Path) -> int:
         """Report a restored checkpoint's step again (all ranks, no checkpoint).
@@ -168,7 +219,7 @@ class StudyCallback(TrainCallback):
         step = int(metrics["step"])
         self.last_log = _reported(metrics)
         # The marker shows in results/history where a retry or a resumed study picked up.
-        ray.train.report({STEP: step, **self.last_log, "train/resumed_from_step": step})
+        ray.train.report({STEP: step, **self.last_log, RESUMED_FROM_STEP: step})
         return step
 
     def on_checkpoint(self, step: int, directory: Path, metrics: dict) -> None:
@@ -182,23 +233,22 @@ class StudyCallback(TrainCallback):
 
 
 @contextlib.contextmanager
-def evaluation_threads(spec: StudySpec):
+def evaluation_threads(settings: WorkerSettings):
     """Rank 0 evaluates while the node's other ranks wait in a collective: on CPU, let it
     use every core reserved for the trial's workers on this node for that time."""
-    if spec.resources.use_gpu:
+    if settings.use_gpu:
         yield
         return
     local_workers = ray.train.get_context().get_local_world_size()
     previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker * local_workers)))
+    torch.set_num_threads(max(1, int(settings.cpus_per_worker * local_workers)))
     try:
         yield
     finally:
         torch.set_num_threads(previous)
 
 
-def _final_evaluation(spec: StudySpec, callback: StudyCallback, model_dir: Path, max_steps: int,
-                      per_query_target: str) -> dict:
+def _final_evaluation(callback: StudyCallback, model_dir: Path, max_steps: int, per_query_target: str) -> dict:
     """Rank 0: the study's full evaluation settings on the final model; the per-query rows
     go to ``per_query_target`` (the storage path), only their count into the metrics."""
     model = BiEncoder.load(model_dir)
@@ -214,15 +264,15 @@ def _final_evaluation(spec: StudySpec, callback: StudyCallback, model_dir: Path,
     if callback.last_eval.get("step") == max_steps:
         final.update({k: v for k, v in callback.last_eval.items() if k != "step"})
     else:
-        final.update(evaluate(model, callback.intermediate_evaluator(), "inter")[0])
-    metrics, tables, per_query = evaluate_final_sets(spec, model)
+        final.update(evaluate(model, callback.intermediate_evaluator(), INTER)[0])
+    metrics, tables, per_query = evaluate_sets(callback.settings.evaluation.final, model)
     final.update(metrics)
     # Written before the report: a retry after this point evaluates again and replaces it.
     write_storage_file(per_query_target, parquet_bytes(per_query))
     final[PER_QUERY_ROWS] = len(per_query)
     final[MATRICES] = json.dumps(tables)
-    final["model/display_name"] = model.display_name
-    final["model/training"] = model.training_description
+    final[MODEL_DISPLAY_NAME] = model.display_name
+    final[MODEL_TRAINING] = model.training_description
     return final
 
 
@@ -230,29 +280,44 @@ def zero_shot_evaluation(spec: StudySpec) -> tuple[str, dict[str, float], pd.Dat
     """The untrained starting model (the base training config's ``model`` section) on every
     ``evaluation.final`` set, at the trials' evaluation lengths: (display name, metrics
     ``final/<dataset>/<key>``, per-query rows)."""
-    model = BiEncoder.from_config(spec.train_config({}).model)
-    if spec.resources.use_gpu and torch.cuda.is_available():
+    return _zero_shot(spec.train_config({}).model, spec.evaluation.final, spec.resources.use_gpu)
+
+
+def _zero_shot(model_config: ModelConfig, final: list[EvalSetSettings],
+               use_gpu: bool) -> tuple[str, dict[str, float], pd.DataFrame]:
+    model = BiEncoder.from_config(model_config)
+    if use_gpu and torch.cuda.is_available():
         model = model.to("cuda")
-    metrics, _, per_query = evaluate_final_sets(spec, model)
+    metrics, _, per_query = evaluate_sets(final, model)
     return model.display_name, metrics, per_query
 
 
-def zero_shot_task(spec_data: dict, threads: int | None = None) -> tuple[str, dict[str, float], bytes]:
-    """:func:`zero_shot_evaluation` as run in a Ray task: the per-query rows come back as
-    compressed parquet (a few MB once per study, fine for the object store)."""
+def zero_shot_inputs(spec: StudySpec) -> dict:
+    """The keyword arguments of :func:`zero_shot_task` (JSON): the pieces of the study it uses."""
+    return {"model_config": spec.train_config({}).model.model_dump(mode="json"),
+            "final": [settings.model_dump(mode="json") for settings in spec.evaluation.final],
+            "use_gpu": spec.resources.use_gpu}
+
+
+def zero_shot_task(model_config: dict, final: list[dict], use_gpu: bool,
+                   threads: int | None = None) -> tuple[str, dict[str, float], bytes]:
+    """:func:`zero_shot_evaluation` as run in a Ray task, on :func:`zero_shot_inputs`: the
+    per-query rows come back as compressed parquet (a few MB once per study, fine for the
+    object store)."""
     if threads:
         torch.set_num_threads(threads)
-    name, metrics, per_query = zero_shot_evaluation(StudySpec.model_validate(spec_data))
+    name, metrics, per_query = _zero_shot(ModelConfig.model_validate(model_config),
+                                          [EvalSetSettings.model_validate(item) for item in final], use_gpu)
     return name, metrics, parquet_bytes(per_query)
 
 
 def train_worker(loop_config: dict) -> None:
     """Ray Train worker: train under DDP, then (rank 0) the final evaluation, then one last
     report with the final checkpoint."""
-    spec = StudySpec.model_validate(loop_config["spec"])
+    settings = WorkerSettings.from_loop_config(loop_config["worker"])
     config = TrainConfig.model_validate(loop_config["train_config"])
     per_query_target = loop_config["per_query_uri"]
-    callback = StudyCallback(spec, config)
+    callback = StudyCallback(settings, config)
     output_dir = Path(tempfile.mkdtemp(prefix="hybridir-trial-"))
     checkpoint = ray.train.get_checkpoint()
     with contextlib.ExitStack() as stack:
@@ -266,8 +331,8 @@ def train_worker(loop_config: dict) -> None:
             final_checkpoint = result.checkpoint_dir
         final = callback.throughput(config.max_steps)  # before the final evaluation's time
         if callback.rank == 0:
-            with evaluation_threads(spec):
-                final.update(_final_evaluation(spec, callback, final_checkpoint / MODEL_SUBDIR, config.max_steps,
+            with evaluation_threads(settings):
+                final.update(_final_evaluation(callback, final_checkpoint / MODEL_SUBDIR, config.max_steps,
                                                per_query_target))
         if dist.is_available() and dist.is_initialized():
             dist.barrier()  # the other ranks wait for rank 0's evaluation before the report
@@ -279,7 +344,10 @@ def train_worker(loop_config: dict) -> None:
 
 
 def run_trial(config: dict, spec_data: dict, storage_path: str, experiment: str) -> None:
-    """Ray Tune function: one TorchTrainer fit per trial (DDP, gloo on CPU, nccl on GPU)."""
+    """Ray Tune function: one TorchTrainer fit per trial (DDP, gloo on CPU, nccl on GPU).
+
+    ``spec_data`` is the study validated by the driver, as JSON (``tune.with_parameters``);
+    validated here once per trial to build its TrainConfig, which the workers get ready-made."""
     spec = StudySpec.model_validate(spec_data)
     resources = spec.resources
     train_config = trial_train_config(spec, config)
@@ -292,7 +360,8 @@ def run_trial(config: dict, spec_data: dict, storage_path: str, experiment: str)
     trial_id = tune.get_context().get_trial_id()
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"spec": spec_data, "train_config": train_config.model_dump(mode="json"),
+        train_loop_config={"worker": WorkerSettings.from_spec(spec).to_loop_config(),
+                           "train_config": train_config.model_dump(mode="json"),
                            "per_query_uri": per_query_uri(storage_path, experiment, trial_id)},
         scaling_config=ScalingConfig(
             num_workers=resources.num_workers, use_gpu=resources.use_gpu, resources_per_worker=per_worker
@@ -300,7 +369,7 @@ def run_trial(config: dict, spec_data: dict, storage_path: str, experiment: str)
         torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
             # A stable name: a restored study's trial finds its Train run and latest checkpoint.
-            name=f"train-{experiment}-{trial_id}",
+            name=train_run_name(experiment, trial_id),
             storage_path=storage_path,
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=resources.max_failures),

@@ -27,6 +27,7 @@ from hybridir.evaluation.significance import (
 from hybridir.languages import canonical
 from study.questions.common import ReportContext, representative_trials
 from study.spec import Claim
+from study.vocabulary import SEEDS
 
 VERDICT_FILE = "verdict.csv"
 NOT_TESTED = "not tested"
@@ -84,7 +85,7 @@ class _Runs:
             fixed_config = not self.ctx.spec.tune  # every run of the cell is the same config
             if fixed_config and pd.isna(seed):
                 seed = self.ctx.spec.train_config({}).seed  # a search trial runs at the base seed
-            paired = trial.get("phase") == "seeds" or fixed_config
+            paired = trial.get("phase") == SEEDS or fixed_config
             label = int(seed) if paired and pd.notna(seed) else str(trial["trial_id"])
             runs[label] = rows
         if not runs:

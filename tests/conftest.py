@@ -17,12 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-# The study layer (study/, next to hybridir/) is a top-level package of the checkout, not of
-# the installed distribution: make it importable in tests.
-import sys  # noqa: E402
-
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+# `hybridir` and `study` both come from the (editable) install of the distribution.
 
 
 # --- tiny random-init encoder (model / loss / training tests) -------------------------------

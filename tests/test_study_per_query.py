@@ -10,9 +10,6 @@ import pandas as pd
 import pytest
 
 from study.results import (
-    PER_QUERY_ROWS,
-    ZERO_SHOT,
-    ResultsCallback,
     ResultStore,
     parquet_bytes,
     per_query_uri,
@@ -21,6 +18,8 @@ from study.results import (
 )
 from study.run import ensure_zero_shot
 from study.spec import load_study
+from study.tune_callback import ResultsCallback
+from study.vocabulary import PER_QUERY_ROWS, ZERO_SHOT
 
 RESOURCES = {"num_workers": 2, "use_gpu": False, "cpus_per_worker": 1.0}
 CONFIG = {"phase": "search", "cell": 0, "axes": {"batching.alpha": 0.5}, "tuned": {}, "seed": None}

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from study.results import ResultsCallback, ResultStore
+from study.results import ResultStore
 from study.run import seed_configs
 from study.spec import load_study
+from study.tune_callback import ResultsCallback
 
 REPO = Path(__file__).resolve().parent.parent
 RESOURCES = {"num_workers": 2, "use_gpu": False, "cpus_per_worker": 1.0}

@@ -8,8 +8,9 @@ import os
 import pytest
 import yaml
 
-from study.checks import check_data, check_local_resources, check_output_dir
-from study.spec import STUDIES_DIR, TARGET_PAIRS_AXIS, StudyConfigError, apply_sets, load_study
+from study.checks import check_batch_division, check_data, check_local_resources, check_output_dir
+from study.spec import STUDIES_DIR, StudyConfigError, apply_sets, load_study
+from study.vocabulary import TARGET_PAIRS_AXIS
 
 BASE = yaml.safe_load((STUDIES_DIR / "default.yaml").read_text())
 
@@ -86,6 +87,39 @@ def test_data_checks_reject_with_field_name(case, raw, needle):
     with pytest.raises(StudyConfigError) as info:
         check_data(load_study(raw))
     assert needle in str(info.value)
+
+
+# Global batch sizes a trial could get that do not split evenly over the DDP ranks (the batch
+# sampler would raise inside every Ray worker): base, axis values and tuned values.
+BATCH_CASES = [
+    ("base batch size", ["resources.num_workers=2", "batching.batch_size=15"],
+     "axes['batching.alpha']=0.0: batching.batch_size=15 is not divisible by resources.num_workers=2"),
+    ("axis value", ["resources.num_workers=4", "axes.batching.batch_size=[16, 18]", "axes.batching.alpha=[0.5]"],
+     "axes['batching.alpha']=0.5, axes['batching.batch_size']=18: batching.batch_size=18 is not divisible by "
+     "resources.num_workers=4"),
+    ("tuned choice", ["resources.num_workers=2", "tune.batching.batch_size={distribution: choice, values: [8, 12, 9]}"],
+     "tune['batching.batch_size'] (choice): batching.batch_size=9 is not divisible by resources.num_workers=2"),
+    ("tuned int range", ["resources.num_workers=4", "tune.batching.batch_size={distribution: int, low: 16, high: 32}"],
+     "tune['batching.batch_size'] (int): batching.batch_size=17 is not divisible by resources.num_workers=4"),
+]
+
+
+@pytest.mark.parametrize("case,sets,needle", BATCH_CASES, ids=[c[0] for c in BATCH_CASES])
+def test_batch_sizes_indivisible_by_the_workers_are_rejected(case, sets, needle):
+    with pytest.raises(StudyConfigError) as info:
+        check_batch_division(load_study("default", sets))
+    assert needle in str(info.value)
+
+
+def test_batch_sizes_divisible_by_the_workers_pass():
+    check_batch_division(load_study("default", ["resources.num_workers=4", "axes.batching.batch_size=[16, 32]"]))
+    check_batch_division(load_study("default", ["resources.num_workers=2",
+                                                "tune.batching.batch_size={distribution: choice, values: [8, 12]}"]))
+    check_batch_division(load_study("default", ["batching.batch_size=15"]))  # one worker takes any size
+    for path in sorted(STUDIES_DIR.glob("*.yaml")):
+        spec = load_study(path)
+        for profile in [None, *spec.profiles]:
+            check_batch_division(load_study(path, profile=profile))
 
 
 def test_bitext_intermediate_with_a_bitext_metric_passes_the_metric_check():
@@ -224,6 +258,9 @@ CLI_CASES = [
     ("a local model directory that does not exist", ["model.name=./no-such-model"], "model.name='./no-such-model'"),
     ("bitext set as the intermediate evaluation", ["evaluation.intermediate={dataset: tatoeba, languages: [de], every: 10}"],
      "search.metric"),
+    ("global batch not divisible by the workers",
+     ["resources.num_workers=2", "resources.cpus_per_worker=1", "batching.batch_size=15"],
+     "batching.batch_size=15 is not divisible by resources.num_workers=2"),
 ]
 
 

@@ -12,7 +12,6 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from study.questions.common import (
-    ZERO_SHOT_RUN,
     ReportContext,
     add_zero_shot,
     pareto_mask,
@@ -20,6 +19,15 @@ from study.questions.common import (
     summarize,
     zero_shot_info,
     zero_shot_metric,
+)
+from study.vocabulary import (
+    FINAL_PREFIX,
+    PAIRS_PER_SECOND,
+    WALL_TIME,
+    WORKER_SECONDS,
+    ZERO_SHOT,
+    axis_column,
+    final_key,
 )
 
 LANGS, BATCH = "data.num_languages", "batching.batch_size"
@@ -30,13 +38,13 @@ def recommend(ctx: ReportContext) -> tuple[pd.DataFrame, pd.DataFrame]:
     with the ``cell`` it picks); both empty before any trial completed."""
     datasets = ctx.final_datasets()
     primary = datasets[0]
-    metrics = [f"final/{d}/{m}" for d in datasets for m in ("cross_map", "multi_map")]
-    metrics += ["train/pairs_per_s_overall", "wall_time_s", "worker_seconds"]
+    metrics = [final_key(d, m) for d in datasets for m in ("cross_map", "multi_map")]
+    metrics += [PAIRS_PER_SECOND, WALL_TIME, WORKER_SECONDS]
     table = summarize(ctx, metrics)
     if table.empty:
         return table, pd.DataFrame()
-    table = table.rename(columns={f"axis/{LANGS}": "num_languages", f"axis/{BATCH}": "batch_size"})
-    accuracy, cost = f"final/{primary}/cross_map", "worker_seconds"
+    table = table.rename(columns={axis_column(LANGS): "num_languages", axis_column(BATCH): "batch_size"})
+    accuracy, cost = final_key(primary, "cross_map"), WORKER_SECONDS
     table["pareto"] = False
     recommendations = []
     by = "num_languages" if "num_languages" in table else None
@@ -62,7 +70,7 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     if table.empty:
         return {"batch": table, "batch_recommendation": recommendations}
     primary = ctx.final_datasets()[0]
-    accuracy, cost = f"final/{primary}/cross_map", "worker_seconds"
+    accuracy, cost = final_key(primary, "cross_map"), WORKER_SECONDS
     by = "num_languages" if "num_languages" in table else None
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -79,10 +87,10 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     save_figure(fig, ctx.out_dir / "batch_pareto.png")
-    table = table.rename(columns=lambda c: c.replace("final/", "").replace("/", "_"))
+    table = table.rename(columns=lambda c: c.replace(FINAL_PREFIX, "").replace("/", "_"))
     info = zero_shot_info(ctx)
     if info:
         accuracy_columns = {f"{d}_{m}": zero_shot_metric(info, d, m)
                             for d in ctx.final_datasets() for m in ("cross_map", "multi_map")}
-        table = add_zero_shot(table, [{"cell": ZERO_SHOT_RUN, **accuracy_columns}], list(accuracy_columns), [])
+        table = add_zero_shot(table, [{"cell": ZERO_SHOT, **accuracy_columns}], list(accuracy_columns), [])
     return {"batch": table, "batch_recommendation": recommendations}

@@ -20,8 +20,18 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from study.results import ResultStore  # noqa: E402
-from study.search import intermediate_metric  # noqa: E402
 from study.spec import StudySpec  # noqa: E402
+from study.vocabulary import (  # noqa: E402
+    COMPLETED,
+    PHASES,
+    SEARCH,
+    SEEDS,
+    STEP,
+    ZERO_SHOT,
+    axis_column,
+    final_key,
+    intermediate_metric,
+)
 
 
 @dataclass
@@ -38,7 +48,7 @@ class ReportContext:
     def completed(self) -> pd.DataFrame:
         if self.trials.empty:
             return self.trials
-        return self.trials[self.trials["status"] == "completed"]
+        return self.trials[self.trials["status"] == COMPLETED]
 
     def final_datasets(self) -> list[str]:
         return [final.dataset for final in self.spec.evaluation.final]
@@ -68,13 +78,13 @@ def representative_trials(ctx: ReportContext) -> dict[int, pd.DataFrame]:
         if not ctx.spec.tune:
             # Nothing tuned: the search trial is the cell's one configuration at the base seed,
             # so it counts as a seed beside the re-runs (seeds N gives N + 1 runs per cell).
-            chosen[int(cell)] = group[group["phase"].isin(["search", "seeds"])]
+            chosen[int(cell)] = group[group["phase"].isin(list(PHASES))]
             continue
-        seeds = group[group["phase"] == "seeds"]
+        seeds = group[group["phase"] == SEEDS]
         if len(seeds):
             chosen[int(cell)] = seeds
             continue
-        search = group[group["phase"] == "search"]
+        search = group[group["phase"] == SEARCH]
         if objective in search:
             search = search.sort_values(objective, ascending=ctx.spec.search.mode == "min", na_position="last")
         chosen[int(cell)] = search.head(1)
@@ -90,7 +100,7 @@ def summarize(ctx: ReportContext, metrics: list[str]) -> pd.DataFrame:
     """One row per cell: axis values, then ``<metric>``, ``<metric>_ci_low|high`` and ``n``."""
     rows = []
     for cell, group in representative_trials(ctx).items():
-        row = {"cell": cell, **{f"axis/{k}": v for k, v in cell_axes(ctx, cell).items()}}
+        row = {"cell": cell, **{axis_column(k): v for k, v in cell_axes(ctx, cell).items()}}
         for metric in metrics:
             values = group[metric] if metric in group else []
             mean, low, high, n = mean_ci(list(values))
@@ -101,7 +111,6 @@ def summarize(ctx: ReportContext, metrics: list[str]) -> pd.DataFrame:
 
 
 # --- the untrained starting model (results/zero_shot.json + per_query/zero-shot.parquet) ---
-ZERO_SHOT_RUN = "zero-shot"
 DELTA_SUFFIX = "_delta_vs_zero_shot"
 
 
@@ -113,7 +122,7 @@ def zero_shot_info(ctx: ReportContext) -> dict | None:
 
 
 def zero_shot_metric(info: dict, dataset: str, key: str) -> float:
-    value = (info or {}).get("metrics", {}).get(f"final/{dataset}/{key}")
+    value = (info or {}).get("metrics", {}).get(final_key(dataset, key))
     return float(value) if value is not None else np.nan
 
 
@@ -142,7 +151,7 @@ def zero_shot_matrices(ctx: ReportContext) -> dict:
     """The untrained model's per-language-pair matrices (empty without a zero-shot evaluation)."""
     if zero_shot_info(ctx) is None:
         return {}
-    return matrices_from_per_query(ctx.store.per_query(ZERO_SHOT_RUN))
+    return matrices_from_per_query(ctx.store.per_query(ZERO_SHOT))
 
 
 def add_zero_shot(table: pd.DataFrame, zero_rows: list[dict], metrics: list[str], keys: list[str]) -> pd.DataFrame:
@@ -158,7 +167,7 @@ def add_zero_shot(table: pd.DataFrame, zero_rows: list[dict], metrics: list[str]
         **{f"{m}__zero": reference[f"{m}__zero"].iloc[0] for m in metrics})
     for metric in metrics:
         table[f"{metric}{DELTA_SUFFIX}"] = table[metric] - table.pop(f"{metric}__zero")
-    zero = zero.assign(run=ZERO_SHOT_RUN, **{f"{m}{DELTA_SUFFIX}": 0.0 for m in metrics})
+    zero = zero.assign(run=ZERO_SHOT, **{f"{m}{DELTA_SUFFIX}": 0.0 for m in metrics})
     merged = pd.concat([zero, table], ignore_index=True)
     return merged[["run", *[c for c in merged.columns if c != "run"]]]
 
@@ -253,8 +262,8 @@ def plot_learning_curves(ctx: ReportContext, path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     for trial_id, group in ctx.history.dropna(subset=[metric]).groupby("trial_id"):
-        group = group.sort_values("study_step")
-        ax.plot(group["study_step"], group[metric], marker=".", alpha=0.7, label=f"{trial_id} (cell {group['cell'].iloc[0]})")
+        group = group.sort_values(STEP)
+        ax.plot(group[STEP], group[metric], marker=".", alpha=0.7, label=f"{trial_id} (cell {group['cell'].iloc[0]})")
     ax.set_xlabel("study step")
     ax.set_ylabel(metric)
     ax.legend(fontsize=6)

@@ -22,7 +22,6 @@ import pandas as pd
 from hybridir.batching import EXPOSURE_FIELDS, exposure_key
 from hybridir.languages import canonical
 from study.questions.common import (
-    ZERO_SHOT_RUN,
     ReportContext,
     add_zero_shot,
     mean_ci,
@@ -31,7 +30,7 @@ from study.questions.common import (
     representative_trials,
     zero_shot_matrices,
 )
-from study.spec import TARGET_PAIRS_AXIS
+from study.vocabulary import EXPOSURE_PREFIX, TARGET_PAIRS_AXIS, ZERO_SHOT, train_key
 
 METRIC = "ndcg@10"
 
@@ -49,12 +48,12 @@ def _size_label(size) -> int | str:
 
 def _exposure_column(lang: str, field: str) -> str:
     """The trials-table column of one exposure count (the training loop's metric under ``train/``)."""
-    return f"train/{exposure_key(lang, field)}"
+    return train_key(exposure_key(lang, field))
 
 
 def _exposure_languages(trials: pd.DataFrame) -> list[str]:
     """Languages with recorded exposure, for a study without report.target_languages."""
-    prefix, suffix = "train/exposure/", f"/{EXPOSURE_FIELDS[0]}"
+    prefix, suffix = EXPOSURE_PREFIX, f"/{EXPOSURE_FIELDS[0]}"
     return sorted(c[len(prefix) : -len(suffix)] for c in trials.columns if c.startswith(prefix) and c.endswith(suffix))
 
 
@@ -92,12 +91,12 @@ def _with_zero_shot(ctx: ReportContext, table: pd.DataFrame, per_target: pd.Data
             involved = [matrix.loc[q, c] for q in matrix.index for c in matrix.columns
                         if lang in (q, c) and pd.notna(matrix.loc[q, c])]
             if involved:
-                target_rows.append({"pairs_per_target_language": ZERO_SHOT_RUN, "dataset": dataset,
+                target_rows.append({"pairs_per_target_language": ZERO_SHOT, "dataset": dataset,
                                     "target_language": lang, f"mean_{METRIC}": float(np.mean(involved))})
         for q in matrix.index:
             for c in matrix.columns:
                 if (not targets or q in targets or c in targets) and pd.notna(matrix.loc[q, c]):
-                    pair_rows.append({"pairs_per_target_language": ZERO_SHOT_RUN, "dataset": dataset,
+                    pair_rows.append({"pairs_per_target_language": ZERO_SHOT, "dataset": dataset,
                                       "query_lang": q, "candidate_lang": c, METRIC: float(matrix.loc[q, c])})
     table = add_zero_shot(table, pair_rows, [METRIC], ["dataset", "query_lang", "candidate_lang"])
     per_target = add_zero_shot(per_target, target_rows, [f"mean_{METRIC}"], ["dataset", "target_language"])

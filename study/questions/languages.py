@@ -11,7 +11,6 @@ from __future__ import annotations
 import pandas as pd
 
 from study.questions.common import (
-    ZERO_SHOT_RUN,
     ReportContext,
     add_zero_shot,
     fit_slope,
@@ -21,21 +20,22 @@ from study.questions.common import (
     zero_shot_info,
     zero_shot_metric,
 )
+from study.vocabulary import ZERO_SHOT, axis_column, final_key, final_prefix
 
 AXIS = "data.num_languages"
 METRICS = ("cross_map", "cross_f1@10", "multi_map")
 
 
 def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
-    axis_column = f"axis/{AXIS}"
+    axis = axis_column(AXIS)
     rows = []
     for dataset in ctx.final_datasets():
-        metrics = [f"final/{dataset}/{m}" for m in METRICS]
+        metrics = [final_key(dataset, m) for m in METRICS]
         table = summarize(ctx, metrics)
-        if table.empty or axis_column not in table:
+        if table.empty or axis not in table:
             continue
-        table = table.rename(columns={axis_column: "num_languages"})
-        table = table.rename(columns=lambda c: c.replace(f"final/{dataset}/", ""))
+        table = table.rename(columns={axis: "num_languages"})
+        table = table.rename(columns=lambda c: c.replace(f"{final_prefix(dataset)}/", ""))
         table.insert(1, "dataset", dataset)
         rows.append(table)
     if not rows:
@@ -58,12 +58,12 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     slopes = []
     per_trial = pd.concat(representative_trials(ctx).values(), ignore_index=True)
     for dataset in table["dataset"].unique():
-        beyond = per_trial[per_trial[f"axis/{AXIS}"] >= reference]
+        beyond = per_trial[per_trial[axis] >= reference]
         for metric in METRICS:
-            column = f"final/{dataset}/{metric}"
+            column = final_key(dataset, metric)
             if column not in beyond:
                 continue
-            fit = fit_slope(beyond[f"axis/{AXIS}"] - reference, beyond[column])
+            fit = fit_slope(beyond[axis] - reference, beyond[column])
             slopes.append({"dataset": dataset, "metric": metric, "reference_languages": reference,
                            "max_languages": counts[-1], **fit})
     slope_table = pd.DataFrame(slopes)
@@ -78,7 +78,7 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
                     xlabel="training languages", logx=True)
     info = zero_shot_info(ctx)
     if info:  # the untrained starting model per dataset, and every row's change against it
-        zero_rows = [{"cell": ZERO_SHOT_RUN, "dataset": d, **{m: zero_shot_metric(info, d, m) for m in METRICS}}
+        zero_rows = [{"cell": ZERO_SHOT, "dataset": d, **{m: zero_shot_metric(info, d, m) for m in METRICS}}
                      for d in table["dataset"].unique()]
         table = add_zero_shot(table, zero_rows, list(METRICS), ["dataset"])
     return {"languages": table.reset_index(drop=True), "languages_slope": slope_table}

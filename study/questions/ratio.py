@@ -19,13 +19,14 @@ from study.questions.common import (
     representative_trials,
     zero_shot_matrices,
 )
+from study.vocabulary import axis_column, tuned_column
 
 AXIS = "batching.alpha"
 
 
 def _alpha(ctx: ReportContext, row: pd.Series) -> float:
     """alpha of a trial: the axis value, else the tuned value, else the base setting."""
-    for column in (f"axis/{AXIS}", f"tuned/{AXIS}"):
+    for column in (axis_column(AXIS), tuned_column(AXIS)):
         if column in row and pd.notna(row[column]):
             return float(row[column])
     return ctx.spec.train_config({}).batching.effective_alpha

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pandas as pd
 
 from study.questions.common import (
-    ZERO_SHOT_RUN,
     ReportContext,
     add_zero_shot,
     plot_curves,
@@ -17,6 +16,7 @@ from study.questions.common import (
     zero_shot_info,
     zero_shot_metric,
 )
+from study.vocabulary import ZERO_SHOT, axis_column, final_key, final_prefix
 
 METRICS = ("mono_map", "cross_map", "multi_map", "rank_distance")
 MODEL_AXES = ("model.name", "model.num_layers")
@@ -36,16 +36,16 @@ def _model_label(ctx: ReportContext, cell: int) -> tuple[str, int]:
 def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     frames = []
     for dataset in ctx.final_datasets():
-        table = summarize(ctx, [f"final/{dataset}/{m}" for m in METRICS])
+        table = summarize(ctx, [final_key(dataset, m) for m in METRICS])
         if table.empty:
             continue
-        table = table.rename(columns=lambda c: c.replace(f"final/{dataset}/", ""))
+        table = table.rename(columns=lambda c: c.replace(f"{final_prefix(dataset)}/", ""))
         table.insert(1, "dataset", dataset)
         labels = [_model_label(ctx, int(c)) for c in table["cell"]]
         table.insert(2, "model", [label for label, _ in labels])
         table.insert(3, "layers", [layers for _, layers in labels])
         mode = ctx.spec.train_config(ctx.spec.cells()[0]).batching.mode if ctx.spec.cells() else None
-        table.insert(4, "batching", table.get("axis/batching.mode", mode))
+        table.insert(4, "batching", table.get(axis_column("batching.mode"), mode))
         frames.append(table)
     if not frames:
         return {"scale": pd.DataFrame(), "scale_best_mode": pd.DataFrame()}
@@ -59,7 +59,7 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
                         xlabel="transformer layers (depth-truncated mE5-small ladder)")
     info = zero_shot_info(ctx)
     if info:
-        zero_rows = [{"cell": ZERO_SHOT_RUN, "dataset": d, "model": info.get("model", ""),
+        zero_rows = [{"cell": ZERO_SHOT, "dataset": d, "model": info.get("model", ""),
                       **{m: zero_shot_metric(info, d, m) for m in METRICS}} for d in table["dataset"].unique()]
         table = add_zero_shot(table, zero_rows, list(METRICS), ["dataset"])
     return {"scale": table.reset_index(drop=True), "scale_best_mode": best.reset_index(drop=True)}
