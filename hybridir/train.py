@@ -33,7 +33,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import yaml
 from pydantic import ValidationError
 from torch.nn.parallel import DistributedDataParallel
 from transformers import get_scheduler
@@ -60,6 +59,7 @@ from hybridir.config import TrainConfig
 from hybridir.data.types import ParallelPairs
 from hybridir.loss import InfoNCELoss
 from hybridir.model import BiEncoder, PairEncoder
+from hybridir.overrides import apply_assignments, read_yaml_mapping
 
 log = logging.getLogger(__name__)
 
@@ -348,27 +348,8 @@ class PrintMetrics(TrainCallback):
 
 def config_from_args(config_file: str | None, overrides: Sequence[str]) -> TrainConfig:
     """Load a YAML config and apply ``key.sub=value`` overrides (values parsed as YAML)."""
-    raw: dict = {}
-    if config_file is not None:
-        path = Path(config_file)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"cannot read training config {path}: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ValueError(f"training config {path} must be a mapping, got {type(raw).__name__}")
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {override!r}: expected key=value, e.g. optim.lr=1e-4")
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"--set {override!r}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(value)
-    return TrainConfig.model_validate(raw)
+    raw = read_yaml_mapping(config_file, "training config") if config_file is not None else {}
+    return TrainConfig.model_validate(apply_assignments(raw, list(overrides)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

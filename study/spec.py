@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hybridir.config import TrainConfig
+from hybridir.overrides import OverrideError, parse_assignment, read_yaml_mapping, set_dotted
 from study.vocabulary import TARGET_PAIRS_AXIS
 
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"
@@ -408,24 +409,17 @@ class StudySpec(_Strict):
 
 
 def _set_dotted(tree: dict, path: str, value: Any) -> None:
-    keys = path.split(".")
-    node = tree
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ValueError(f"{path}: {key!r} is a value, not a section")
-        node = child
-    node[keys[-1]] = value
+    try:
+        set_dotted(tree, path, value)
+    except OverrideError as exc:
+        raise StudyConfigError(str(exc)) from None
 
 
 def _parse_set(assignment: str) -> tuple[str, Any]:
-    if "=" not in assignment:
-        raise StudyConfigError(f"--set {assignment!r}: expected key=value")
-    key, text = assignment.split("=", 1)
     try:
-        return key.strip(), yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise StudyConfigError(f"--set {key}: cannot parse value {text!r}: {exc}") from None
+        return parse_assignment(assignment)
+    except OverrideError as exc:
+        raise StudyConfigError(str(exc)) from None
 
 
 def apply_sets(raw: dict, assignments: list[str]) -> dict:
@@ -477,11 +471,9 @@ def load_study(source: str | Path | dict, sets: list[str] = (), profile: str | N
         path = resolve_study_file(source)
         origin = str(path)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise StudyConfigError(f"cannot read study file {path}: {exc}") from None
-        if not isinstance(raw, dict):
-            raise StudyConfigError(f"{path}: top level must be a mapping")
+            raw = read_yaml_mapping(path, "study file")
+        except OverrideError as exc:
+            raise StudyConfigError(str(exc)) from None
     if profile is not None:
         profiles = raw.get("profiles") or {}
         if profile not in profiles:
