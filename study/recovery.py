@@ -15,13 +15,11 @@ import pickle
 import time
 from pathlib import Path
 
-from ray.tune.execution.tune_controller import TuneController
-from ray.tune.search import Searcher
-from ray.tune.utils.serialization import _loads_with_cloudpickle
+from study.ray_internals import experiment_state_pattern, load_experiment_state, searcher_state_pattern
 
 TUNER_FILE = "tuner.pkl"
-EXPERIMENT_STATE_PATTERN = TuneController.CKPT_FILE_TMPL.format("*")
-SEARCHER_STATE_PATTERN = Searcher.CKPT_FILE_TMPL.format("*")
+EXPERIMENT_STATE_PATTERN = experiment_state_pattern()
+SEARCHER_STATE_PATTERN = searcher_state_pattern()
 
 
 def state_files(experiment_dir: Path) -> list[Path]:
@@ -54,7 +52,7 @@ def broken_state(experiment_dir: Path) -> str | None:
             if not data:
                 raise ValueError("empty file")
             if path.name.startswith("experiment_state"):
-                state = _loads_with_cloudpickle(data.decode("utf-8"))
+                state = load_experiment_state(data.decode("utf-8"))
                 if not isinstance(state, dict) or "trial_data" not in state or "runner_data" not in state:
                     raise ValueError("not a Tune experiment state (no trial_data / runner_data)")
             else:

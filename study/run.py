@@ -147,9 +147,9 @@ def start_ray(spec: StudySpec, address: str | None) -> dict:
         check_cluster_resources(spec, cluster)
         return cluster
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from ray._private.services import find_gcs_addresses
+    from study.ray_internals import local_ray_instances
 
-    if find_gcs_addresses():
+    if local_ray_instances():
         # Train's placement-group cleaner locates the State API by auto-detection, which fails
         # with two local instances: a pruned trial's workers would then never be released.
         print("[study] warning: another local Ray instance is running on this machine; trials that "

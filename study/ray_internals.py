@@ -1,0 +1,43 @@
+"""Every use of Ray's private or undocumented API, in one place, for the pinned Ray version.
+
+The study relies on a few things Ray does not promise to keep: the file-name templates of
+Tune's saved state and the loader Tune reads it with (to check a state before ``--resume``
+trusts it, :mod:`study.recovery`), and the GCS address lookup that tells whether another local
+Ray instance runs (:mod:`study.run`). Upgrading Ray means re-checking this module:
+``tests/test_ray_internals.py`` fails at once when the installed Ray is not
+:data:`PINNED_RAY_VERSION` or one of these names moved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PINNED_RAY_VERSION = "2.60.0"  # pyproject.toml pins ray[default,tune,train] to the same version
+
+
+def experiment_state_pattern() -> str:
+    """Glob of Tune's experiment-state files (``experiment_state-<time>.json``)."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    return TuneController.CKPT_FILE_TMPL.format("*")
+
+
+def searcher_state_pattern() -> str:
+    """Glob of a searcher's saved state (``searcher-state-<time>.pkl``)."""
+    from ray.tune.search import Searcher
+
+    return Searcher.CKPT_FILE_TMPL.format("*")
+
+
+def load_experiment_state(text: str) -> Any:
+    """Tune's own reader of an experiment-state file."""
+    from ray.tune.utils.serialization import _loads_with_cloudpickle
+
+    return _loads_with_cloudpickle(text)
+
+
+def local_ray_instances() -> list:
+    """GCS addresses of the Ray instances running on this machine (empty: none)."""
+    from ray._private.services import find_gcs_addresses
+
+    return list(find_gcs_addresses())

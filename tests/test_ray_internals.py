@@ -1,0 +1,28 @@
+"""The Ray version the study's private-API uses were written against, and those uses."""
+
+from __future__ import annotations
+
+import json
+
+import ray
+
+from study import ray_internals
+
+
+def test_installed_ray_is_the_pinned_version():
+    assert ray.__version__ == ray_internals.PINNED_RAY_VERSION
+
+
+def test_the_private_names_still_exist_and_behave():
+    assert ray_internals.experiment_state_pattern() == "experiment_state-*.json"
+    assert ray_internals.searcher_state_pattern() == "searcher-state-*.pkl"
+    state = ray_internals.load_experiment_state(json.dumps({"trial_data": [], "runner_data": {}}))
+    assert state == {"trial_data": [], "runner_data": {}}
+    assert isinstance(ray_internals.local_ray_instances(), list)
+
+
+def test_the_pin_matches_pyproject():
+    from pathlib import Path
+
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert f'"ray[default,tune,train]=={ray_internals.PINNED_RAY_VERSION}"' in pyproject
