@@ -42,6 +42,8 @@ COMMON = [
     # the shipped default study tunes nothing and re-runs seeds; these tests exercise Optuna
     "--set", 'tune={"optim.lr": {"distribution": "loguniform", "low": 1.0e-5, "high": 3.0e-4}}',
     "--set", "search.seeds=0",
+    # 2 DDP workers of 1 CPU each (the shipped default runs one worker with both cores)
+    "--set", "resources.cpus_per_worker=1",
     "--num-workers", "2",
 ]
 COMPARED = ("final/", "inter/", "train/loss")

@@ -28,6 +28,8 @@ TINY = [
     "--set", "evaluation.intermediate.max_queries=8",
     "--set", "evaluation.intermediate.languages=[en, th]",
     "--set", "evaluation.final=[{dataset: xquad-r, languages: [en, th, el], max_queries: 12}]",
+    # the default study reports in the paper layout; this test reads the ratio tables
+    "--set", "report.builder=ratio",
     "--set", "report.low_resource_languages=[th, el]",
     "--set", "axes.batching.alpha=[0.0, 1.0]",
     "--set", "search.asha.grace_period=2",
@@ -35,6 +37,8 @@ TINY = [
     "--set", 'tune={"optim.lr": {"distribution": "loguniform", "low": 1.0e-5, "high": 3.0e-4}}',
     "--set", "search.seeds=0",
     "--samples", "1",
+    # 2 DDP workers of 1 CPU each (the shipped default runs one worker with both cores)
+    "--set", "resources.cpus_per_worker=1",
     "--num-workers", "2",
 ]
 
