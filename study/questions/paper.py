@@ -15,13 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from study.questions.common import (
-    ReportContext,
-    mean_ci,
-    representative_trials,
-    zero_shot_info,
-    zero_shot_metric,
-)
+from study.questions.common import ReportContext, cell_axes, summarize, zero_shot_info, zero_shot_metric
 
 TABLE1_METRICS = {"mono_map": "Mo", "cross_map": "Cr", "multi_map": "Mul"}
 TABLE2_METRICS = {"rank_distance": "rank distance"}
@@ -39,18 +33,16 @@ def sampling_label(alpha: float) -> str:
 
 def _ours(ctx: ReportContext) -> tuple[list[dict], str]:
     """(one record per cell and metric: mean, seed CI, n runs; our model's label)."""
-    records = []
     models = sorted(set(ctx.completed.get("model/display_name", pd.Series(dtype=str)).dropna()))
-    for cell, group in representative_trials(ctx).items():
-        config = ctx.spec.train_config(ctx.spec.cells()[cell] if ctx.spec.cells() else {})
-        alpha = config.batching.effective_alpha
-        label = sampling_label(alpha)
-        for dataset in ctx.final_datasets():
-            for metric in (*TABLE1_METRICS, *TABLE2_METRICS):
-                column = f"final/{dataset}/{metric}"
-                mean, low, high, n = mean_ci(group[column] if column in group else [])
-                records.append({"sampling": label, "alpha": alpha, "dataset": dataset, "metric": metric,
-                                "mean": mean, "ci_low": low, "ci_high": high, "n_runs": n})
+    columns = {(dataset, metric): f"final/{dataset}/{metric}"
+               for dataset in ctx.final_datasets() for metric in (*TABLE1_METRICS, *TABLE2_METRICS)}
+    records = []
+    for _, row in summarize(ctx, list(columns.values())).iterrows():
+        alpha = ctx.spec.train_config(cell_axes(ctx, int(row["cell"]))).batching.effective_alpha
+        for (dataset, metric), column in columns.items():
+            records.append({"sampling": sampling_label(alpha), "alpha": alpha, "dataset": dataset, "metric": metric,
+                            "mean": row[column], "ci_low": row[f"{column}_ci_low"],
+                            "ci_high": row[f"{column}_ci_high"], "n_runs": int(row["n"])})
     return records, (models[0] if len(models) == 1 else ", ".join(models) or ctx.spec.train_config({}).model.name)
 
 
