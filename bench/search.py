@@ -12,7 +12,7 @@ What is done, exactly:
    study's own evaluation function (``study.trial.evaluate``: encode_corpus + evaluate_lareqa,
    the objective ``inter/cross_map``). Each learning curve is recorded (``--curves``).
 2. The search. A Ray Tune experiment driven by the study's real search code,
-   ``study.search.CellGridSearch`` (one seeded OptunaSearch, TPE, over the same space as
+   ``study.search.CellGridSearch`` (one seeded Optuna TPE study, in memory here, over the same space as
    categorical choices) and ``study.search.PerCellASHA`` (ASHA on the study step), with one
    trial at a time. Its trainable does not retrain: it replays the recorded curve of the
    configuration Optuna suggested (training is deterministic for a config and seed, so the

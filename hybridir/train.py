@@ -60,6 +60,7 @@ from hybridir.data.types import ParallelPairs
 from hybridir.loss import InfoNCELoss
 from hybridir.model import BiEncoder, PairEncoder
 from hybridir.overrides import apply_assignments, read_yaml_mapping
+from hybridir.progress import progress_bar, write_line
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,8 @@ def train(
     window, pending, metrics, checkpoint_dir = _Window(), {}, {}, None
     model.train()
     run_started = time.perf_counter() - progress.elapsed_s
+    bar = progress_bar(total=config.max_steps, initial=progress.step, desc="train", unit="step",
+                       enabled=None if rank == 0 else False)
     for step in range(progress.step + 1, config.max_steps + 1):
         epoch, index, refs = next(batches)
         batch = collate_pairs(
@@ -195,6 +198,7 @@ def train(
         progress.xx_batches += int(sampler.is_monolingual(refs))
         # Equal shares per rank; a small language's X-X batch can be smaller than batch_size.
         window.add(loss.detach() / world_size, len(refs) * world_size, batch.num_tokens)
+        bar.update(1)
 
         if config.eval_every and step % config.eval_every == 0:
             for callback in callbacks:
@@ -212,6 +216,7 @@ def train(
                 metrics.update(sampler.exposure(config.max_steps).as_flat_dict())
             pending, window = {}, _Window()
             _append_jsonl(metrics_log, metrics)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
             for callback in callbacks:
                 callback.on_log(step, metrics)
         if checkpoint_due:
@@ -224,6 +229,7 @@ def train(
             for callback in callbacks:
                 callback.on_checkpoint(step, checkpoint_dir, metrics)
 
+    bar.close()
     assert checkpoint_dir is not None  # the last step always checkpoints
     return TrainResult(progress.step, metrics, checkpoint_dir, checkpoint_dir / MODEL_SUBDIR)
 
@@ -343,7 +349,7 @@ class PrintMetrics(TrainCallback):
     """Print each report as one JSON line (the command line's progress output)."""
 
     def on_log(self, step: int, metrics: dict) -> None:
-        print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}), flush=True)
+        write_line(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}))
 
 
 def config_from_args(config_file: str | None, overrides: Sequence[str]) -> TrainConfig:

@@ -224,6 +224,32 @@ def check_storage_path(spec: StudySpec) -> None:
         check_output_dir(Path(storage), field="resources.storage_path")
 
 
+def check_optuna_storage(spec: StudySpec, study_dir: Path) -> None:
+    """The Optuna storage opens (a reachable database with its driver, a writable journal
+    path), before Ray starts; nothing is tuned, nothing is stored."""
+    if not spec.tune:
+        return
+    from study.search import open_optuna_storage, optuna_storage_location
+
+    location = optuna_storage_location(spec, study_dir)
+    try:
+        open_optuna_storage(location)
+    except Exception as exc:  # noqa: BLE001 - a wrong URL or driver, an unwritable path: named below
+        raise StudyConfigError(f"search.optuna_storage: cannot open {location!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def check_trackers(spec: StudySpec) -> None:
+    """Every ``tracking.trackers`` entry has its package installed (named with the fix)."""
+    if not spec.tracking.trackers:
+        return
+    from study.trackers import check_trackers as check
+
+    try:
+        check(spec.tracking.trackers)
+    except (ImportError, ValueError) as exc:
+        raise StudyConfigError(f"tracking.trackers: {exc}") from exc
+
+
 def check_local_resources(spec: StudySpec, cpus: int | None = None, gpus: int | None = None) -> None:
     """One trial must fit on this machine (local Ray): CPUs, or GPUs when ``use_gpu``."""
     resources = spec.resources

@@ -2,8 +2,9 @@
 
 The study relies on a few things Ray does not promise to keep: the file-name templates of
 Tune's saved state and the loader Tune reads it with (to check a state before ``--resume``
-trusts it, :mod:`study.recovery`), and the GCS address lookup that tells whether another local
-Ray instance runs (:mod:`study.run`). Upgrading Ray means re-checking this module:
+trusts it, :mod:`study.recovery`), the GCS address lookup that tells whether another local
+Ray instance runs (:mod:`study.run`), and the W&B logger's per-trial actor class with the hook
+that selects it (:mod:`study.trackers`, which waits for W&B to flush before Ray kills it). Upgrading Ray means re-checking this module:
 ``tests/test_ray_internals.py`` fails at once when the installed Ray is not
 :data:`PINNED_RAY_VERSION` or one of these names moved.
 """
@@ -41,3 +42,14 @@ def local_ray_instances() -> list:
     from ray._private.services import find_gcs_addresses
 
     return list(find_gcs_addresses())
+
+
+def wandb_logging_actor_class() -> type:
+    """The per-trial logging actor of ``WandbLoggerCallback`` (``_WandbLoggingActor``); a
+    subclass replaces it through the callback's class attribute ``_logger_actor_cls``."""
+    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+
+    if getattr(WandbLoggerCallback, "_logger_actor_cls", None) is not _WandbLoggingActor:
+        raise RuntimeError("ray.air.integrations.wandb.WandbLoggerCallback no longer selects its logging actor "
+                           "through _logger_actor_cls: study/trackers.py needs updating for this Ray version")
+    return _WandbLoggingActor

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
+import logging
 import os
 import sys
 import time
@@ -29,7 +31,8 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
-from study.spec import StudyConfigError, StudySpec, dump_study, load_study  # noqa: E402
+from study.console import headline_final, say, set_verbosity  # noqa: E402
+from study.spec import TRACKERS, StudyConfigError, StudySpec, dump_study, load_study  # noqa: E402
 from study.vocabulary import (  # noqa: E402
     AXIS_PREFIX,
     COMPLETED,
@@ -72,6 +75,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, help="Optuna trials per grid cell (search.samples_per_cell)")
     parser.add_argument("--seeds", type=int, help="re-run each cell's best configuration with N seeds (search.seeds)")
     parser.add_argument("--output", type=Path, help="study directory (default: runs/<study>-<timestamp>)")
+    parser.add_argument(
+        "--tracker", dest="trackers", action="append", default=[], choices=TRACKERS,
+        help="also log every trial's config and metrics to this tracker (repeatable): tensorboard, mlflow "
+        "(sqlite:///<study dir>/mlflow.db unless MLFLOW_TRACKING_URI or tracking.mlflow_tracking_uri), wandb",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true",
+        help="print every report's full metric dictionary, Ray's INFO logs and the workers' own output",
+    )
     return parser.parse_args(argv)
 
 
@@ -81,8 +93,12 @@ def resolve_spec(args: argparse.Namespace) -> tuple[StudySpec, Path]:
         frozen = args.resume / SPEC_FILE
         if not frozen.is_file():
             raise StudyConfigError(f"--resume {args.resume}: no {SPEC_FILE} there (not a study directory)")
-        if args.sets or args.config or args.profile or args.samples or args.seeds is not None or args.num_workers:
-            raise StudyConfigError("--resume continues the stored study as it was; drop --set/--config/--samples/...")
+        if (args.sets or args.config or args.profile or args.samples or args.seeds is not None or args.num_workers
+                or args.trackers):
+            raise StudyConfigError(
+                "--resume continues the stored study as it was (its trackers included); "
+                "drop --set/--config/--samples/--tracker/..."
+            )
         return load_study(frozen), args.resume
     sets = list(args.sets)
     if args.num_workers is not None:
@@ -91,6 +107,8 @@ def resolve_spec(args: argparse.Namespace) -> tuple[StudySpec, Path]:
         sets.append(f"search.samples_per_cell={args.samples}")
     if args.seeds is not None:
         sets.append(f"search.seeds={args.seeds}")
+    if args.trackers:
+        sets.append(f"tracking.trackers={json.dumps(args.trackers)}")
     spec = load_study(args.config or args.study, sets, profile=args.profile)
     output = args.output or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return spec, output
@@ -103,8 +121,10 @@ def prepare(args: argparse.Namespace) -> tuple[StudySpec, Path]:
         check_data,
         check_local_resources,
         check_models,
+        check_optuna_storage,
         check_output_dir,
         check_storage_path,
+        check_trackers,
     )
 
     spec, output = resolve_spec(args)
@@ -123,6 +143,8 @@ def prepare(args: argparse.Namespace) -> tuple[StudySpec, Path]:
     check_models(spec)
     output = check_output_dir(output)
     check_storage_path(spec)
+    check_optuna_storage(spec, output)
+    check_trackers(spec)
     if args.resume is None:
         dump_study(spec, output / SPEC_FILE)
     return spec, output
@@ -137,23 +159,28 @@ def start_ray(spec: StudySpec, address: str | None) -> dict:
     import ray
 
     from study.checks import check_cluster_resources
+    from study.console import ray_logging_config, verbose_enabled
 
     if address:
         # Cluster nodes have their own environments: carry the data/model locations and the
         # offline switches the driver was started with.
         carried = {k: v for k, v in os.environ.items() if k.startswith(("HYBRIDIR_", "HF_", "TOKENIZERS_"))}
-        ray.init(address=address, runtime_env={"env_vars": carried})
+        ray.init(address=address, runtime_env={"env_vars": carried}, logging_config=ray_logging_config(),
+                 logging_level=logging.INFO if verbose_enabled() else logging.WARNING)
         cluster = ray.cluster_resources()
         check_cluster_resources(spec, cluster)
         return cluster
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Train's preemption watcher polls for spot-instance notices, which a local machine never
+    # gets; it costs an actor per trial and logs a core-worker error line for each.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     from study.ray_internals import local_ray_instances
 
     if local_ray_instances():
         # Train's placement-group cleaner locates the State API by auto-detection, which fails
         # with two local instances: a pruned trial's workers would then never be released.
-        print("[study] warning: another local Ray instance is running on this machine; trials that "
-              "ASHA stops may not release their workers. Run one local study at a time.", flush=True)
+        say("warning: another local Ray instance is running on this machine; trials that "
+            "ASHA stops may not release their workers. Run one local study at a time.")
     cpus = os.cpu_count() or 1
     need = spec.resources.num_workers * spec.resources.cpus_per_worker
     import torch
@@ -169,6 +196,9 @@ def start_ray(spec: StudySpec, address: str | None) -> dict:
         include_dashboard=True,
         object_store_memory=512 * 1024**2,
         log_to_driver=True,
+        # WARNING unless --verbose, in the driver and in every worker (study.console).
+        logging_level=logging.INFO if verbose_enabled() else logging.WARNING,
+        logging_config=ray_logging_config(),
     )
     return ray.cluster_resources()
 
@@ -197,9 +227,10 @@ def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, 
 
     from study.results import ResultStore
     from study.search import max_concurrent_trials
-    from study.tune_callback import ResultsCallback
+    from study.tune_callback import ResultsCallback, TrialConsole
 
     total = searcher.total_trials
+    objective = intermediate_metric(spec)
     trainable = _trainable(spec, storage, experiment, cluster)
     path = f"{storage.rstrip('/')}/{experiment}"
     tuner = _restore(path, experiment, trainable)
@@ -207,8 +238,8 @@ def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, 
         done = _finished_rows(ResultStore(output), experiment)
         if done:
             skipped = searcher.skip_finished(done)
-            print(f"[study] {experiment}: {skipped} trial(s) already in results/ are kept; "
-                  f"{searcher.remaining_trials} left to run", flush=True)
+            say(f"{experiment}: {skipped} trial(s) already in results/ are kept; "
+                f"{searcher.remaining_trials} left to run")
         resources = spec.resources.model_dump()
         local_storage = "://" not in storage
         cleanup = storage if local_storage and not spec.resources.keep_checkpoints else None
@@ -225,11 +256,16 @@ def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, 
                 run_config=tune.RunConfig(
                     name=experiment,
                     storage_path=storage,
-                    callbacks=[ResultsCallback(output, resources, train_runs_dir=cleanup, experiment=experiment,
-                                               storage=storage)],
+                    callbacks=[
+                        ResultsCallback(output, resources, train_runs_dir=cleanup, experiment=experiment,
+                                        storage=storage, keep_best=(objective, spec.search.mode)),
+                        TrialConsole(experiment, total, objective, spec.train_config({}).seed,
+                                     max_steps=max_steps_per_cell(spec), already_done=len(done)),
+                        *tracker_callbacks(spec, output, experiment),
+                    ],
                     # Retries happen inside Train (FailureConfig, from the last checkpoint).
                     failure_config=tune.FailureConfig(max_failures=0),
-                    verbose=0,  # progress lines come from ResultsCallback
+                    verbose=0,  # progress lines come from TrialConsole
                 ),
             )
     recorder = ResultsCallback(output, spec.resources.model_dump(), train_runs_dir=None, experiment=experiment,
@@ -245,6 +281,22 @@ def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, 
     finished = len(_finished_rows(ResultStore(output), experiment))
     if finished < total:
         raise StudyInterrupted(f"{experiment}: {finished} of {total} trials finished")
+
+
+def max_steps_per_cell(spec: StudySpec) -> dict[int, int]:
+    """Each grid cell's training length (the console's "step 20/40")."""
+    return {index: spec.train_config(cell).max_steps for index, cell in enumerate(spec.cells() or [{}])}
+
+
+def tracker_callbacks(spec: StudySpec, output: Path, experiment: str) -> list:
+    """The Tune logger callbacks of the study's ``tracking.trackers`` (none by default)."""
+    if not spec.tracking.trackers:
+        return []
+    from study.trackers import tracker_callbacks as build
+
+    return build(spec.tracking.trackers, study_name=spec.name, output_dir=output,
+                 base_seed=spec.train_config({}).seed, experiment=experiment,
+                 mlflow_tracking_uri=spec.tracking.mlflow_tracking_uri, wandb_project=spec.tracking.wandb_project)
 
 
 def _finished_rows(store, experiment: str) -> list[dict]:
@@ -268,7 +320,7 @@ def _restore(path: str, experiment: str, trainable):
     problem = broken_state(Path(path)) if local else None
     if problem is None:
         try:
-            print(f"[study] restoring {experiment} experiment from {path}", flush=True)
+            say(f"restoring {experiment} experiment from {path}")
             return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
         except Exception as exc:  # noqa: BLE001 - reported with the path, then recovered from
             problem = f"{path}/tuner.pkl: {type(exc).__name__}: {exc}"
@@ -278,9 +330,8 @@ def _restore(path: str, experiment: str, trainable):
             "the finished trials in results/ are kept"
         )
     moved = quarantine(Path(path))
-    print(f"[study] warning: Tune's saved state is broken: {problem}. It was moved to {moved}; "
-          f"continuing {experiment} from the trials already in results/ (an interrupted trial starts over).",
-          flush=True)
+    say(f"warning: Tune's saved state is broken: {problem}. It was moved to {moved}; "
+        f"continuing {experiment} from the trials already in results/ (an interrupted trial starts over).")
     return None
 
 
@@ -298,13 +349,12 @@ def ensure_zero_shot(output: Path, compute) -> bool:
     store = ResultStore(output)
     cached = store.zero_shot()
     if cached is not None:
-        print(f"[study] zero-shot baseline of {cached['model']}: cached in {store.dir}", flush=True)
+        say(f"zero-shot baseline of {cached['model']}: cached in {store.dir}")
         return False
     started = time.time()
     name, metrics, per_query = compute()
     store.write_zero_shot(name, metrics, per_query)
-    headline = {k: round(v, 4) for k, v in metrics.items() if k.endswith(("/cross_map", "/accuracy"))}
-    print(f"[study] zero-shot baseline of {name} ({time.time() - started:.0f} s): {headline}", flush=True)
+    say(f"zero-shot baseline of {name} ({time.time() - started:.0f} s): {headline_final(metrics)}")
     return True
 
 
@@ -334,6 +384,25 @@ def zero_shot_on_ray(spec: StudySpec, local: bool):
         return ray.get(task.remote(**zero_shot_inputs(spec), threads=threads))
 
     return compute
+
+
+def export_best_models(output: Path) -> list[Path]:
+    """Each cell's best trial (by the search objective) as a sentence-transformers directory
+    with its model card, under ``<output>/models`` (:mod:`study.export`). A failure is named,
+    never fatal: the results and reports are already written, and
+    ``python study/export.py DIR`` can be run again later."""
+    from hybridir.export import ExportError
+    from study.export import StudyExportError, export_study
+
+    try:
+        directories = export_study(output)
+    except (StudyExportError, ExportError, OSError) as exc:
+        say(f"warning: models not exported ({exc}); retry with: python study/export.py {output}")
+        return []
+    if directories:
+        say(f"exported {len(directories)} model(s), each cell's best trial (sentence-transformers + model card): "
+            f"{directories[0].parent}")
+    return directories
 
 
 def seed_configs(spec: StudySpec, output: Path) -> list[dict]:
@@ -367,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from study.report import build_reports
     from study.results import history_rows
-    from study.search import CellGridSearch, FixedConfigSearch, PerCellASHA
+    from study.search import CellGridSearch, FixedConfigSearch, PerCellASHA, optuna_storage_location
 
     started = time.time()
     if spec.resources.activation_cache is None:
@@ -377,12 +446,16 @@ def main(argv: list[str] | None = None) -> int:
     if "://" not in storage:
         # Trials' workers write per-query files there from their own working directories.
         storage = os.path.abspath(storage)
-    print(f"[study] {spec.name}: {len(spec.cells()) or 1} cells x {spec.search.samples_per_cell} trials -> {output}",
-          flush=True)
+    seeds = f" + {spec.search.seeds} seed re-run(s) of each cell's best" if spec.search.seeds else ""
+    say(f"{spec.name}: {len(spec.cells()) or 1} cells x {spec.search.samples_per_cell} trials{seeds} -> {output}")
+    set_verbosity(args.verbose)
     cluster = start_ray(spec, args.address)
     try:
         ensure_zero_shot(output, zero_shot_on_ray(spec, local=args.address is None))
-        searcher = CellGridSearch(spec)
+        # One Optuna study per cell in Optuna's own storage (optuna-dashboard reads it); named
+        # after the study directory, so studies sharing one database stay apart.
+        searcher = CellGridSearch(spec, storage=optuna_storage_location(spec, output),
+                                  study_name=output.resolve().name)
         scheduler = PerCellASHA(spec, functools.partial(history_rows, str(output))) if spec.search.asha else None
         run_experiment(spec, output, storage, SEARCH, searcher, scheduler, cluster)
         if spec.search.seeds:
@@ -394,15 +467,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except StudyInterrupted as exc:
-        print(f"[study] interrupted ({exc}); continue with: python study/run.py --resume {output}", flush=True)
+        say(f"interrupted ({exc}); continue with: python study/run.py --resume {output}")
         build_reports(output)
         return 130
     finally:
         ray.shutdown()
     reports = build_reports(output)
+    export_best_models(output)
     elapsed = time.time() - started
-    print(f"[study] finished in {elapsed / 60:.1f} min; results: {output / 'results'}", flush=True)
-    print(f"[study] report: {reports}", flush=True)
+    say(f"finished in {elapsed / 60:.1f} min; results: {output / 'results'}")
+    say(f"report: {reports}")
     return 0
 
 

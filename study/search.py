@@ -9,11 +9,19 @@ Tune experiment (one resume path, concurrency across cells on a cluster).
 
 A trial's config is ``{"phase", "cell", "axes": {path: value}, "tuned": {path: value},
 "seed"}``; :func:`study.trial.run_trial` turns it into a TrainConfig.
+
+Each cell's Optuna study is kept in an Optuna storage (by default the journal file
+``<study dir>/optuna.journal``; or an RDB URL), which optuna-dashboard opens as it is. The
+searcher drives Optuna's ask/tell itself rather than through Ray's OptunaSearch: it needs the
+study step (not Tune's training_iteration, which restarts on a restored trial) as the key of
+intermediate values, user attributes on every trial, and to find its trials again in the
+storage after a restore.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -21,10 +29,17 @@ from typing import Any, Callable
 import optuna
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
+from study.console import say
 from study.spec import StudySpec, TunedParam
-from study.vocabulary import SEARCH, STEP, TUNED_PREFIX, intermediate_metric, prefixed_columns
+from study.vocabulary import (
+    SEARCH,
+    STEP,
+    TUNED_PREFIX,
+    axis_column,
+    intermediate_metric,
+    prefixed_columns,
+)
 
 
 def optuna_distribution(param: TunedParam) -> optuna.distributions.BaseDistribution:
@@ -60,45 +75,104 @@ def discrete_space_size(spec: StudySpec) -> int | None:
     return size
 
 
+# --- Optuna storage --------------------------------------------------------------------------
+
+OPTUNA_JOURNAL_FILE = "optuna.journal"  # the default Optuna storage, in the study directory
+
+# User attributes of the Optuna studies and trials (what the dashboard shows beside them).
+TUNE_TRIAL_ID = "tune_trial_id"  # the Tune trial (and results/ row) whose outcome the trial holds
+REDRAW_OF = "redraw_of"  # a repeated proposal: number of the earlier trial with the same values
+REDRAW_FOR = "redraw_for"  # ... asked while choosing the values of this Tune trial
+ABANDONED = "abandoned"  # why a trial no Tune trial will finish was marked failed
+SOURCE = "source"  # "results": told from results/ after Tune's own state was lost
+FROM_RESULTS = "results"
+
+
+def is_database_url(location: str) -> bool:
+    """An RDB URL (``sqlite:///...``, ``postgresql://...``) rather than a journal file path."""
+    return "://" in location
+
+
+def optuna_storage_location(spec: StudySpec, study_dir: str | os.PathLike) -> str:
+    """Where a study's Optuna studies live: ``search.optuna_storage`` (an RDB URL as given, a
+    journal path relative to the study directory) or ``<study dir>/optuna.journal``.
+
+    Journal paths are made absolute here because the searcher is pickled into Tune's state
+    and reopens its storage from a later process that may run in another directory."""
+    configured = spec.search.optuna_storage
+    if configured and is_database_url(configured):
+        return configured
+    return os.path.abspath(os.path.join(study_dir, os.path.expanduser(configured or OPTUNA_JOURNAL_FILE)))
+
+
+def open_optuna_storage(location: str | None) -> optuna.storages.BaseStorage:
+    """An Optuna storage: in memory (None), a relational database (URL) or a journal file."""
+    if location is None:
+        return optuna.storages.InMemoryStorage()
+    if is_database_url(location):
+        return optuna.storages.RDBStorage(location)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(location))
+
+
+def config_key(tuned: dict) -> str:
+    """A tuned configuration as a comparable key (sorted JSON)."""
+    return json.dumps(tuned, sort_keys=True)
+
+
 class CellGridSearch(Searcher):
     """Hands out ``samples_per_cell`` trials for every grid cell, round-robin over cells,
-    each cell's tuned values suggested by its own seeded OptunaSearch (TPE).
+    each cell's tuned values suggested by its own seeded Optuna study (TPE).
+
+    The cells' studies live in an Optuna storage (``storage``: a journal file path or an RDB
+    URL; None keeps them in memory), named ``<study_name>/search/cell-<k>``, the cell's axis
+    values in the study's user attributes. Every trial Tune runs is one Optuna trial with the
+    user attribute ``tune_trial_id``, its intermediate values keyed by the study step. The
+    storage is written on every ask, report and tell, so it is the source of truth when the
+    searcher is restored from Tune's (possibly older) checkpoint; the checkpoint holds the
+    searcher's own bookkeeping and the samplers' random state, never the storage itself.
 
     In a discrete space TPE proposes configurations it has already tried (a repeat would
     train the same config and seed again); those are told back to Optuna with the known
-    outcome and asked again, until the cell's space is exhausted.
+    outcome (failed while the first run is still going) and asked again, until the cell's
+    space is exhausted. The repeats stay in the study, marked ``redraw_of`` (the earlier
+    trial's number) and ``redraw_for`` (the Tune trial being chosen), so the dashboard shows
+    what TPE learned from.
     """
 
     MAX_REDRAWS = 100
+    # Re-read from the storage on every open: never pickled, never trusted from a checkpoint.
+    _READ_BACK = ("_studies", "_study_ids", "_trial_number", "_tried", "_first_try")
 
-    def __init__(self, spec: StudySpec):
+    def __init__(self, spec: StudySpec, storage: str | None = None, study_name: str | None = None):
         super().__init__(metric=intermediate_metric(spec), mode=spec.search.mode)
+        self._study_name = study_name or spec.name
         self._cells = spec.cells() or [{}]
         self._budget = spec.search.samples_per_cell
-        space = {path: optuna_distribution(p) for path, p in spec.tune.items()}
-        self._optuna = [
-            OptunaSearch(
-                space=space,
-                metric=self.metric,
-                mode=self.mode,
-                sampler=optuna.samplers.TPESampler(
-                    seed=spec.search.seed + index, n_startup_trials=startup_trials(self._budget)
-                ),
-                study_name=f"cell-{index}",
-            )
-            if space
-            else None
+        self._space = {path: optuna_distribution(p) for path, p in spec.tune.items()}
+        self._space_size = discrete_space_size(spec) if self._space else None
+        self._samplers = [
+            optuna.samplers.TPESampler(seed=spec.search.seed + index, n_startup_trials=startup_trials(self._budget))
             for index in range(len(self._cells))
         ]
-        self._space_size = discrete_space_size(spec) if space else None
+        self._storage_location = storage
+        self._storage: optuna.storages.BaseStorage | None = None
         self._issued = 0
         self._remaining = [self._budget] * len(self._cells)
+        # Tune trial id -> cell, for every trial counted against a cell's budget (suggested
+        # here or skipped as finished): the trials Tune's state (or results/) accounts for.
         self._owner: dict[str, int] = {}
-        # Per cell: tuned config (as sorted JSON) -> last known objective (None: running).
-        self._tried: list[dict[str, float | None]] = [{} for _ in self._cells]
-        self._config_of: dict[str, str] = {}
-        self._optuna_id: dict[str, str] = {}
         self._redraws = 0
+        self._reset_read_back()
+
+    def _reset_read_back(self) -> None:
+        self._studies: list[optuna.Study | None] | None = None  # None: not opened yet
+        self._study_ids: list[int | None] = []
+        # Tune trial id -> its Optuna trial's number in its cell's study.
+        self._trial_number: dict[str, int] = {}
+        # Per cell: tuned config key -> last known objective (None: running or failed).
+        self._tried: list[dict[str, float | None]] = []
+        # Per cell: tuned config key -> number of the first trial that ran it.
+        self._first_try: list[dict[str, int]] = []
 
     @property
     def total_trials(self) -> int:
@@ -108,25 +182,160 @@ class CellGridSearch(Searcher):
     def remaining_trials(self) -> int:
         return sum(self._remaining)
 
+    def study_name_of(self, cell: int) -> str:
+        """The Optuna study name of a grid cell."""
+        return f"{self._study_name}/{SEARCH}/cell-{cell}"
+
+    def cell_study(self, cell: int) -> optuna.Study | None:
+        """A grid cell's Optuna study (None: nothing is tuned)."""
+        self._open()
+        return self._studies[cell]
+
+    # --- opening and reading back ----------------------------------------------------------
+
+    def _open(self) -> None:
+        """Open the storage and each cell's study, then read the searcher's view back from it.
+
+        Opened on first use rather than in the constructor: the driver builds a fresh searcher
+        even when Tune then restores its own from ``tuner.pkl``, and only the searcher that
+        drives the experiment may decide which running trials are lost."""
+        if self._studies is not None:
+            return
+        if not self._space:
+            self._studies = [None] * len(self._cells)
+            return
+        if self._storage is None:
+            self._storage = open_optuna_storage(self._storage_location)
+        self._studies = [self._open_cell_study(cell) for cell in range(len(self._cells))]
+        self._study_ids = [self._storage.get_study_id_from_name(s.study_name) for s in self._studies]
+        self._tried = [{} for _ in self._cells]
+        self._first_try = [{} for _ in self._cells]
+        for cell, study in enumerate(self._studies):
+            self._read_back(cell, study)
+        lost = [trial_id for trial_id in self._owner if trial_id not in self._trial_number]
+        if lost:
+            say(f"warning: the Optuna storage {self._storage_location or '(in memory)'} lacks "
+                  f"{len(lost)} trial(s) the searcher counted (e.g. {lost[0]}); was it moved or replaced? "
+                  "Their outcomes will not reach TPE.", flush=True)
+
+    def _open_cell_study(self, cell: int) -> optuna.Study:
+        direction = "minimize" if self.mode == "min" else "maximize"
+        study = optuna.create_study(
+            storage=self._storage,
+            sampler=self._samplers[cell],
+            pruner=optuna.pruners.NopPruner(),  # ASHA prunes, per cell (PerCellASHA)
+            study_name=self.study_name_of(cell),
+            direction=direction,
+            load_if_exists=True,
+        )
+        described = self._cell_description(cell)
+        if not study.user_attrs:
+            for key, value in described.items():
+                study.set_user_attr(key, value)
+            _save_dashboard_note(study, described["description"])
+        else:
+            # A storage shared by several studies (an RDB server) could hold a different study
+            # of the same name; continuing it would mix two experiments' trials.
+            # Compared as the storage returns them (JSON: tuples come back as lists).
+            expected = json.loads(json.dumps({k: v for k, v in described.items() if k != "description"}))
+            stored = {key: study.user_attrs.get(key) for key in expected}
+            if stored != expected or study.direction.name.lower() != direction:
+                raise ValueError(
+                    f"Optuna study {study.study_name!r} in {self._storage_location} belongs to another study "
+                    f"({stored}, {study.direction.name.lower()}); expected {expected}, {direction}. "
+                    "Give this study another name or storage."
+                )
+        return study
+
+    def _cell_description(self, cell: int) -> dict[str, Any]:
+        axes = self._cells[cell]
+        values = ", ".join(f"{path}={value}" for path, value in axes.items()) or "no scaling axes"
+        description = (
+            f"Grid cell {cell} of {len(self._cells)} ({values}) of study {self._study_name!r}, phase {SEARCH}: "
+            f"TPE over {', '.join(self._space)}, {self._budget} trial(s), objective {self.metric} ({self.mode}). "
+            f"Trials carry {TUNE_TRIAL_ID} (the Tune trial and its results/ row) and intermediate values by "
+            f"study step; {REDRAW_OF} marks a repeated proposal told back with its known outcome, "
+            f"{ABANDONED} a trial the driver lost."
+        )
+        return {
+            "study": self._study_name,
+            "phase": SEARCH,
+            "cell": cell,
+            **{axis_column(path): value for path, value in axes.items()},
+            "objective": self.metric,
+            "samples_per_cell": self._budget,
+            "description": description,
+        }
+
+    def _read_back(self, cell: int, study: optuna.Study) -> None:
+        """The cell's Tune trials as the storage has them; running ones no Tune trial will
+        report to (the searcher's state does not count them) are marked failed."""
+        tried, first_try = self._tried[cell], self._first_try[cell]
+        for trial in study.get_trials(deepcopy=False):
+            trial_id = trial.user_attrs.get(TUNE_TRIAL_ID)
+            if trial_id is None or ABANDONED in trial.user_attrs:
+                continue  # a redraw, or a trial lost earlier
+            if trial.state == optuna.trial.TrialState.RUNNING and trial_id not in self._owner:
+                # Suggested after the checkpoint Tune restored (or in an experiment that was
+                # moved aside): Tune gives its budget to a new trial instead.
+                self._storage.set_trial_user_attr(
+                    self._storage_trial_id(cell, trial.number), ABANDONED,
+                    "running when the driver stopped; the resumed experiment does not continue it",
+                )
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                continue
+            self._trial_number[trial_id] = trial.number
+            key = config_key(trial.params)
+            first_try.setdefault(key, trial.number)
+            tried.setdefault(key, None)
+            if trial.state == optuna.trial.TrialState.COMPLETE:
+                tried[key] = trial.value
+
+    def _storage_trial_id(self, cell: int, number: int) -> int:
+        return self._storage.get_trial_id_from_study_id_trial_number(self._study_ids[cell], number)
+
+    # --- Tune's Searcher interface ---------------------------------------------------------
+
     def skip_finished(self, rows: list[dict]) -> int:
         """Count trials the study already finished (rows of its results table) against their
-        cells' budgets and tell each cell's Optuna their outcomes, so a study whose Tune state
-        was lost continues where its results stand. Returns how many were skipped."""
+        cells' budgets, so a study whose Tune state was lost continues where its results stand.
+
+        A row whose Tune trial the cell's study already holds (``tune_trial_id``) is not told
+        again; any other row is added to the study with its outcome. Returns how many rows
+        were counted (rows already counted, or beyond a cell's budget, are not)."""
+        self._open()
         skipped = 0
         for row in rows:
             cell = int(row["cell"])
-            if not 0 <= cell < len(self._cells) or self._remaining[cell] == 0:
+            trial_id = row.get("trial_id")
+            if not 0 <= cell < len(self._cells) or self._remaining[cell] == 0 or trial_id in self._owner:
                 continue
             self._remaining[cell] -= 1
             skipped += 1
-            searcher = self._optuna[cell]
-            if searcher is None:
+            if trial_id is not None:
+                self._owner[trial_id] = cell
+            study = self._studies[cell]
+            if study is None or trial_id in self._trial_number:
                 continue
             tuned = prefixed_columns(row, TUNED_PREFIX)
             value = row.get(self.metric)
             missing = value is None or value != value  # NaN
-            searcher.add_evaluated_point(tuned, None if missing else float(value), error=missing)
-            self._tried[cell][json.dumps(tuned, sort_keys=True)] = None if missing else float(value)
+            attrs = {**self._trial_attrs(cell), SOURCE: FROM_RESULTS}
+            if trial_id is not None:
+                attrs[TUNE_TRIAL_ID] = trial_id
+            study.add_trial(optuna.trial.create_trial(
+                state=optuna.trial.TrialState.FAIL if missing else optuna.trial.TrialState.COMPLETE,
+                value=None if missing else float(value),
+                params=tuned,
+                distributions=self._space,
+                user_attrs=attrs,
+            ))
+            number = self._storage.get_n_trials(self._study_ids[cell]) - 1
+            if trial_id is not None:
+                self._trial_number[trial_id] = number
+            key = config_key(tuned)
+            self._first_try[cell].setdefault(key, number)
+            self._tried[cell][key] = None if missing else float(value)
         return skipped
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -137,6 +346,7 @@ class CellGridSearch(Searcher):
         open_cells = [c for c in range(len(self._cells)) if self._remaining[c] > 0]
         if not open_cells:
             return Searcher.FINISHED
+        self._open()
         # Round-robin over the cells that still have budget.
         cell = next((c for c in open_cells if c >= self._issued % len(self._cells)), open_cells[0])
         self._issued = cell + 1
@@ -145,55 +355,127 @@ class CellGridSearch(Searcher):
         tuned = self._suggest_new(cell, trial_id)
         return {"phase": SEARCH, "cell": cell, "axes": self._cells[cell], "tuned": tuned, "seed": None}
 
+    def _trial_attrs(self, cell: int) -> dict[str, Any]:
+        return {"cell": cell, "phase": SEARCH, **{axis_column(p): v for p, v in self._cells[cell].items()}}
+
     def _suggest_new(self, cell: int, trial_id: str) -> dict:
-        searcher = self._optuna[cell]
-        if searcher is None:
+        study = self._studies[cell]
+        if study is None:
             return {}
-        tried = self._tried[cell]
+        tried, first_try = self._tried[cell], self._first_try[cell]
         exhausted = self._space_size is not None and len(tried) >= self._space_size
         for attempt in range(self.MAX_REDRAWS):
-            # Each ask gets its own Optuna trial id; the Tune trial keeps the accepted one.
-            optuna_id = trial_id if attempt == 0 else f"{trial_id}#redraw{attempt}"
-            tuned = searcher.suggest(optuna_id)
-            config = json.dumps(tuned, sort_keys=True)
-            if exhausted or config not in tried:
+            trial = study.ask(fixed_distributions=self._space)
+            tuned = dict(trial.params)
+            key = config_key(tuned)
+            if exhausted or key not in tried or attempt == self.MAX_REDRAWS - 1:
                 break
             # A repeat: tell Optuna its known objective (FAIL while the first run is still
             # going) so TPE learns from it, then ask again.
-            known = tried[config]
-            searcher.on_trial_complete(
-                optuna_id, result=None if known is None else {self.metric: known}, error=known is None
-            )
+            trial.set_user_attr(REDRAW_OF, first_try[key])
+            trial.set_user_attr(REDRAW_FOR, trial_id)
+            known = tried[key]
+            if known is None:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial, known)
             self._redraws += 1
-        tried.setdefault(config, None)
-        self._optuna_id[trial_id] = optuna_id
-        self._config_of[trial_id] = config
+        for name, value in {TUNE_TRIAL_ID: trial_id, **self._trial_attrs(cell)}.items():
+            trial.set_user_attr(name, value)
+        tried.setdefault(key, None)
+        first_try.setdefault(key, trial.number)
+        self._trial_number[trial_id] = trial.number
         return tuned
 
+    def _optuna_trial(self, trial_id: str) -> tuple[int, optuna.Study, int] | None:
+        """(cell, study, trial number) of a Tune trial, None when Optuna has no trial for it."""
+        cell = self._owner.get(trial_id)
+        if cell is None:
+            return None
+        self._open()
+        study, number = self._studies[cell], self._trial_number.get(trial_id)
+        return None if study is None or number is None else (cell, study, number)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        searcher = self._cell_searcher(trial_id)
-        if searcher and self.metric in result:
-            searcher.on_trial_result(self._optuna_id.get(trial_id, trial_id), result)
+        located = self._optuna_trial(trial_id)
+        if located is None or self.metric not in result or STEP not in result:
+            return
+        cell, _, number = located
+        try:
+            # Keyed by the study step: Tune's training_iteration restarts on a restored trial.
+            self._storage.set_trial_intermediate_value(
+                self._storage_trial_id(cell, number), int(result[STEP]), float(result[self.metric])
+            )
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # a restored trial re-reporting a step after its outcome reached the storage
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        searcher = self._cell_searcher(trial_id)
-        if searcher:
-            searcher.on_trial_complete(self._optuna_id.get(trial_id, trial_id), result=result, error=error)
-        config = self._config_of.get(trial_id)
-        if config is not None and result and self.metric in result and not error:
-            self._tried[self._owner[trial_id]][config] = float(result[self.metric])
+        located = self._optuna_trial(trial_id)
+        if located is None:
+            return
+        cell, study, number = located
+        result = result or {}
+        value = result.get(self.metric)
+        if value is not None and value == value:
+            state, values = optuna.trial.TrialState.COMPLETE, float(value)
+        else:
+            # No objective: stopped before its first evaluation (pruned), or failed (an error,
+            # or a NaN objective, which Optuna cannot rank).
+            failed = error or value is not None
+            state, values = (optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.PRUNED), None
+        storage_id = self._storage_trial_id(cell, number)
+        if STEP in result:
+            try:
+                self._storage.set_trial_user_attr(storage_id, STEP, int(result[STEP]))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
+        # A restored trial finishing again keeps the outcome the storage already holds.
+        study.tell(number, values, state=state, skip_if_finished=True)
+        told = self._storage.get_trial(storage_id)
+        if told.state == optuna.trial.TrialState.COMPLETE:
+            self._tried[cell][config_key(told.params)] = told.value
 
-    def _cell_searcher(self, trial_id: str) -> OptunaSearch | None:
-        cell = self._owner.get(trial_id)
-        return None if cell is None else self._optuna[cell]
+    # --- Tune's checkpoint -----------------------------------------------------------------
+
+    def __getstate__(self) -> dict:
+        """The searcher without its storage connection or what is read back from it; an
+        in-memory storage (unit tests) has no other copy, so it travels along."""
+        state = self.__dict__.copy()
+        for name in self._READ_BACK:
+            state.pop(name, None)
+        if self._storage_location is not None:
+            state["_storage"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if "_optuna" in state:
+            raise ValueError(
+                "this searcher state was saved by an older study/search.py (Optuna in memory, no storage); "
+                "resume moves the Tune experiment aside and continues from results/"
+            )
+        self.__dict__.update(state)
+        self._reset_read_back()
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:
-            pickle.dump(self.__dict__, handle)
+            pickle.dump(self.__getstate__(), handle)
 
     def restore(self, checkpoint_path: str) -> None:
+        """Tune's checkpoint of the searcher, then the cells' studies read back from storage."""
         with open(checkpoint_path, "rb") as handle:
-            self.__dict__.update(pickle.load(handle))
+            state = pickle.load(handle)
+        self.__setstate__(state)
+        self._open()
+
+
+def _save_dashboard_note(study: optuna.Study, text: str) -> None:
+    """The study's description as its optuna-dashboard note, when the dashboard is installed
+    (it is not a dependency of the study; the description is a user attribute either way)."""
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:
+        return
+    save_note(study, text)
 
 
 class FixedConfigSearch(Searcher):

@@ -79,6 +79,11 @@ class SearchSettings(_Strict):
     mode: Literal["max", "min"] = "max"
     asha: AshaSettings | None = None
     seeds: int = Field(0, ge=0, description="re-run each cell's best configuration with N seeds")
+    optuna_storage: str | None = Field(
+        None,
+        description="where each cell's Optuna study is kept: an RDB URL (sqlite:///..., postgresql://...) or "
+        "a journal file path (relative paths count from the study directory); None: <study dir>/optuna.journal",
+    )
 
 
 class EvalSetSettings(_Strict):
@@ -117,6 +122,27 @@ class ResourceSettings(_Strict):
         description="directory of the frozen-layer activation cache shared by all trials (model.train_layers); "
         "None: <study dir>/activation-cache. On a cluster: a shared filesystem, or a node-local path",
     )
+
+
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+
+
+class TrackingSettings(_Strict):
+    """Experiment trackers that receive every trial's config and metrics (Ray Tune's logger
+    callbacks, :mod:`study.trackers`); results/ is written either way."""
+
+    trackers: list[Literal[TRACKERS]] = Field(default_factory=list)  # type: ignore[valid-type]
+    mlflow_tracking_uri: str | None = Field(
+        None, description="None: $MLFLOW_TRACKING_URI, else sqlite:///<study dir>/mlflow.db (a local file, no server)"
+    )
+    wandb_project: str | None = Field(None, description="None: the study name")
+
+    @field_validator("trackers")
+    @classmethod
+    def _unique_trackers(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"trackers repeat: {value}")
+        return value
 
 
 class PublishedRow(_Strict):
@@ -289,6 +315,7 @@ class StudySpec(_Strict):
     evaluation: EvaluationSettings
     resources: ResourceSettings = Field(default_factory=ResourceSettings)
     report: ReportSettings
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     claims: list[Claim] = Field(default_factory=list, description="what the report must answer (verdict table)")
     profiles: dict[str, Profile] = Field(default_factory=dict, description="named override sets (--profile)")
     profile: str | None = Field(None, description="the profile this run applied (set by --profile)")

@@ -45,6 +45,7 @@ from hybridir.config import ModelConfig, TrainConfig
 from hybridir.evaluation.evaluator import EvaluationResult, Evaluator, build_evaluator
 from hybridir.model import BiEncoder
 from hybridir.train import METRICS_FILE, MODEL_SUBDIR, TrainCallback, train
+from study.console import configure_worker, train_logging_config
 from study.results import parquet_bytes, per_query_frame, per_query_uri, write_storage_file
 from study.spec import EvalSetSettings, EvaluationSettings, StudySpec
 from study.vocabulary import (
@@ -304,6 +305,7 @@ def zero_shot_task(model_config: dict, final: list[dict], use_gpu: bool,
     """:func:`zero_shot_evaluation` as run in a Ray task, on :func:`zero_shot_inputs`: the
     per-query rows come back as compressed parquet (a few MB once per study, fine for the
     object store)."""
+    configure_worker()
     if threads:
         torch.set_num_threads(threads)
     name, metrics, per_query = _zero_shot(ModelConfig.model_validate(model_config),
@@ -314,6 +316,7 @@ def zero_shot_task(model_config: dict, final: list[dict], use_gpu: bool,
 def train_worker(loop_config: dict) -> None:
     """Ray Train worker: train under DDP, then (rank 0) the final evaluation, then one last
     report with the final checkpoint."""
+    configure_worker()
     settings = WorkerSettings.from_loop_config(loop_config["worker"])
     config = TrainConfig.model_validate(loop_config["train_config"])
     per_query_target = loop_config["per_query_uri"]
@@ -348,6 +351,7 @@ def run_trial(config: dict, spec_data: dict, storage_path: str, experiment: str)
 
     ``spec_data`` is the study validated by the driver, as JSON (``tune.with_parameters``);
     validated here once per trial to build its TrainConfig, which the workers get ready-made."""
+    configure_worker()
     spec = StudySpec.model_validate(spec_data)
     resources = spec.resources
     train_config = trial_train_config(spec, config)
@@ -374,6 +378,8 @@ def run_trial(config: dict, spec_data: dict, storage_path: str, experiment: str)
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=resources.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
+            # Train's console lines at WARNING unless --verbose (its log files keep all).
+            logging_config=train_logging_config(),
         ),
     )
     trainer.fit()

@@ -1,10 +1,13 @@
-"""The study's Ray Tune callback: the driver side of :mod:`study.results`.
+"""The study's Ray Tune callbacks: the driver side of :mod:`study.results` and of the console.
 
 :class:`ResultsCallback` turns Tune's events into rows of the study's result store
 (``results/history`` per report, ``results/trials`` per finished trial, the per-query file
 copied from the storage path before the trial's row) and drops finished trials' Train
-checkpoints. It is the only part of the result handling that needs Ray; the store itself
+checkpoints, except each cell's best (the model ``study/export.py`` publishes). It is the
+only part of the result handling that needs Ray; the store itself
 (:class:`study.results.ResultStore`) and the reports read ``results/`` without it.
+
+:class:`TrialConsole` prints one line per trial event (:mod:`study.console` formats them).
 """
 
 from __future__ import annotations
@@ -19,7 +22,17 @@ from typing import Any
 
 from ray.tune import Callback
 
-from study.results import ResultStore, flatten_config, per_query_uri, read_storage_file
+from study.console import (
+    describe_config,
+    full_dict,
+    headline_final,
+    number,
+    progress_line,
+    say,
+    metric_label,
+    verbose_enabled,
+)
+from study.results import ResultStore, best_trial_per_cell, flatten_config, per_query_uri, read_storage_file
 from study.vocabulary import (
     COMPLETED,
     ERROR,
@@ -52,12 +65,16 @@ class ResultsCallback(Callback):
     """Tune driver callback: history row per report, trial row per finished trial."""
 
     def __init__(self, output_dir: Path, resources: dict, train_runs_dir: str | None = None,
-                 experiment: str = SEARCH, storage: str | None = None):
+                 experiment: str = SEARCH, storage: str | None = None,
+                 keep_best: tuple[str, str] | None = None):
         self._output_dir = Path(output_dir)
         self._resources = resources
         # Local storage only: a finished trial's Train checkpoints (the full encoder, hundreds
         # of MB each) are dropped unless resources.keep_checkpoints; results stay in results/.
         self._train_runs_dir = train_runs_dir
+        # (objective, mode): each cell's best completed trial keeps its final checkpoint, the
+        # model `study/export.py` publishes; None drops every finished trial's checkpoints.
+        self._keep_best = keep_best
         self._experiment = experiment
         # The study's storage path, where trials leave their per-query parquet (module doc).
         self._storage = storage
@@ -114,10 +131,22 @@ class ResultsCallback(Callback):
             # Before the trial's row: a row in trials.jsonl means its per-query file is here.
             self.collect_per_query(trial_id, result.get(PER_QUERY_ROWS))
         self.store.append_trial(row, matrices)
-        objective = {k: round(v, 4) for k, v in row.items() if k.startswith(FINAL_PREFIX) and k.endswith("/cross_map")}
-        print(f"[study] trial {trial_id} {status} (cell {row['cell']}, {wall:.0f} s) {objective}", flush=True)
         if self._train_runs_dir and status in (COMPLETED, PRUNED):
-            run_dir = Path(self._train_runs_dir) / train_run_name(self._experiment, trial_id)
+            self._drop_checkpoints(trial_id, row)
+
+    def _drop_checkpoints(self, trial_id: str, row: dict) -> None:
+        """Free the disk of finished trials' checkpoints, except the cell's best trial's."""
+        keep_best = getattr(self, "_keep_best", None)  # absent in callbacks pickled by older versions
+        drop = {trial_id: self._experiment}
+        if keep_best is not None and row["status"] == COMPLETED:
+            metric, mode = keep_best
+            trials = self.store.trials()
+            cell = trials[(trials["cell"] == row["cell"]) & (trials["status"] == COMPLETED)]
+            best = best_trial_per_cell(cell, metric, mode)
+            keep = set(best["trial_id"])
+            drop = {t: phase for t, phase in zip(cell["trial_id"], cell["phase"]) if t not in keep}
+        for trial, phase in drop.items():
+            run_dir = Path(self._train_runs_dir) / train_run_name(phase, trial)
             for checkpoint in run_dir.glob("checkpoint_*"):
                 shutil.rmtree(checkpoint, ignore_errors=True)
 
@@ -130,14 +159,14 @@ class ResultsCallback(Callback):
         uri = per_query_uri(storage, self._experiment, trial_id)
         data = read_storage_file(uri)
         if data is None:
-            print(f"[study] warning: trial {trial_id}: no per-query results at {uri}", flush=True)
+            say(f"warning: trial {trial_id}: no per-query results at {uri}")
             return False
         import pyarrow.parquet
 
         rows = pyarrow.parquet.ParquetFile(io.BytesIO(data)).metadata.num_rows
         if expected_rows is not None and not _nan(expected_rows) and rows != int(expected_rows):
-            print(f"[study] warning: trial {trial_id}: {uri} has {rows} per-query rows, the trial "
-                  f"reported {int(expected_rows)}; not copied", flush=True)
+            say(f"warning: trial {trial_id}: {uri} has {rows} per-query rows, the trial "
+                f"reported {int(expected_rows)}; not copied")
             return False
         self.store.write_per_query(trial_id, data)
         return True
@@ -169,5 +198,71 @@ class ResultsCallback(Callback):
             if not finished:
                 continue  # still running when the driver stopped: resumed later
             self.record(trial_id, result.config, metrics, ERROR if result.error is not None else None)
+            say(f"trial {trial_id}: recorded from Tune's saved results (it finished while the driver was down)")
             added += 1
         return added
+
+
+class TrialConsole(Callback):
+    """One ``[study]`` line per trial event of one experiment (phase). Pickled into Tune's
+    experiment state with the other callbacks, so a resumed study keeps its counts."""
+
+    def __init__(self, experiment: str, total_trials: int, objective: str, base_seed: int,
+                 max_steps: dict[int, int] | None = None, already_done: int = 0):
+        self.experiment = experiment
+        self.total = total_trials
+        self.objective = objective
+        self.base_seed = base_seed
+        self.max_steps = max_steps or {}
+        self._already_done = already_done  # kept from results/ after a broken Tune state
+        self._started_at: dict[str, float] = {}
+
+    @property
+    def verbose(self) -> bool:
+        # Read at each event, not stored: a restored study's callback follows this run's --verbose.
+        return verbose_enabled()
+
+    def _label(self, trial) -> str:
+        return f"{self.experiment} trial {trial.trial_id}"
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._started_at[trial.trial_id] = time.time()
+        say(f"{self._label(trial)} started: {describe_config(trial.config, self.base_seed)}")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        say(f"{self._label(trial)} retried after a failure: {describe_config(trial.config, self.base_seed)}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if STEP not in result or any(key.startswith(FINAL_PREFIX) for key in result):
+            return  # the final report is the "completed" line
+        max_steps = self.max_steps.get(trial.config.get("cell"))
+        say(f"{self._label(trial)} {progress_line(result, max_steps, self.objective)}")
+        if self.verbose:
+            say(f"{self._label(trial)} {full_dict(result)}")
+
+    def _done(self, trial, trials) -> str:
+        # From Tune's own trial list, not a count kept here: a restored experiment's callback
+        # is the one pickled when the experiment started.
+        finished = {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")} | {trial.trial_id}
+        return f"[{self._already_done + len(finished)}/{self.total} {self.experiment} trials done]"
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = dict(trial.last_result or {})
+        started = self._started_at.get(trial.trial_id)
+        seconds = result.get("time_total_s") or (time.time() - started if started else 0.0)
+        final = headline_final(result)
+        where = describe_config(trial.config, self.base_seed)
+        if final:
+            say(f"{self._label(trial)} completed ({seconds:.0f} s): {where}; {final} {self._done(trial, trials)}")
+        else:
+            value = number(result.get(self.objective))
+            at = f" at step {result.get(STEP)}" if result.get(STEP) is not None else ""
+            score = f" ({metric_label(self.objective)} {value:.4f})" if value is not None else ""
+            say(f"{self._label(trial)} pruned{at}{score}: {where} {self._done(trial, trials)}")
+        if self.verbose and result:
+            say(f"{self._label(trial)} {full_dict(result)}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        details = getattr(trial, "error_file", None) or getattr(trial, "path", None) or "Tune's experiment folder"
+        say(f"{self._label(trial)} error: {describe_config(trial.config, self.base_seed)}; "
+            f"details in {details} {self._done(trial, trials)}")

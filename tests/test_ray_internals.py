@@ -19,6 +19,7 @@ def test_the_private_names_still_exist_and_behave():
     state = ray_internals.load_experiment_state(json.dumps({"trial_data": [], "runner_data": {}}))
     assert state == {"trial_data": [], "runner_data": {}}
     assert isinstance(ray_internals.local_ray_instances(), list)
+    assert hasattr(ray_internals.wandb_logging_actor_class(), "run")
 
 
 def test_the_pin_matches_pyproject():

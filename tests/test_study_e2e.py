@@ -1,12 +1,15 @@
-"""End to end: a 2-trial study (2 Ray Train DDP workers per trial, Tune + OptunaSearch + ASHA)
-on the offline mE5-small cut to 1 layer, interrupted with SIGINT after its first trial and
-resumed: no trial rerun, no row duplicated, every report file written.
+"""End to end: a 2-trial study (2 Ray Train DDP workers per trial, Tune + Optuna + ASHA)
+on the offline mE5-small cut to 2 layers, interrupted with SIGINT after its first trial and
+resumed: no trial rerun, no row duplicated, every report file written. The same study also
+checks what leaves it for other tools: the Optuna journal, MLflow and TensorBoard runs, the
+exported sentence-transformers models, and a console of one line per trial event.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,6 +43,8 @@ TINY = [
     # 2 DDP workers of 1 CPU each (the shipped default runs one worker with both cores)
     "--set", "resources.cpus_per_worker=1",
     "--num-workers", "2",
+    "--tracker", "tensorboard",
+    "--tracker", "mlflow",
 ]
 
 
@@ -120,3 +125,109 @@ def test_study_runs_is_interrupted_and_resumes(tmp_path):
                              cwd=REPO, capture_output=True, text=True, check=True)
     assert rebuilt.stdout.strip() == str(report_dir)
     pd.testing.assert_frame_equal(pd.read_csv(report_dir / "ratio.csv"), ratio)
+
+    _check_optuna_journal(output, trials)
+    _check_trackers(output, trials, history)
+    _check_exported_models(output, trials)
+    _check_console(tmp_path / "first.log", tmp_path / "second.log")
+
+
+def _check_optuna_journal(output: Path, trials: pd.DataFrame) -> None:
+    """Each cell's Optuna study is in the journal, its trial completed with the objective the
+    results table holds, also for the trial interrupted and resumed."""
+    import optuna
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(output / "optuna.journal")))
+    names = sorted(optuna.get_all_study_names(storage))
+    assert names == [f"{output.name}/search/cell-0", f"{output.name}/search/cell-1"]
+    told = {}
+    for name in names:
+        for trial in optuna.load_study(study_name=name, storage=storage).get_trials():
+            if "tune_trial_id" in trial.user_attrs:
+                told[trial.user_attrs["tune_trial_id"]] = trial
+    for row in trials.to_dict("records"):
+        trial = told[row["trial_id"]]
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        assert trial.value == pytest.approx(row["inter/cross_map"])
+        assert trial.params["optim.lr"] == pytest.approx(row["tuned/optim.lr"])
+        assert set(trial.intermediate_values) == {2, 4}  # keyed by the study step, across the resume
+
+
+def _check_trackers(output: Path, trials: pd.DataFrame, history: pd.DataFrame) -> None:
+    """MLflow (sqlite file in the study directory): one run per trial, also for the resumed
+    one, tagged with study, cell and seed, every report at its study step; TensorBoard: the
+    same scalars read back from the event files."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    client = MlflowClient(f"sqlite:///{output / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("default")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(run.data.tags["trial_id"] for run in runs) == sorted(trials["trial_id"])
+    for run in runs:
+        row = trials[trials["trial_id"] == run.data.tags["trial_id"]].iloc[0]
+        assert run.data.tags["study"] == "default" and run.data.tags["phase"] == "search"
+        assert int(run.data.tags["cell"]) == row["cell"] and int(run.data.tags["seed"]) == 0
+        assert float(run.data.tags["axis/batching.alpha"]) == row["axis/batching.alpha"]
+        curve = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "inter/cross_map")}
+        reported = history[history["trial_id"] == row["trial_id"]].set_index("study_step")["inter/cross_map"]
+        assert set(curve) == {2, 4}
+        assert curve[2] == pytest.approx(reported[2])
+        assert run.data.metrics["final/xquad-r/cross_map"] == pytest.approx(row["final/xquad-r/cross_map"])
+    run_dirs = sorted((output / "tensorboard" / "search").iterdir())
+    assert len(run_dirs) == 2
+    for run_dir in run_dirs:
+        trial_id = run_dir.name.rsplit("-", 1)[-1]
+        row = trials[trials["trial_id"] == trial_id].iloc[0]
+        assert run_dir.name.startswith(f"search-cell{row['cell']}-seed0-")
+        events = EventAccumulator(str(run_dir))
+        events.Reload()
+        scalars = {event.step: event.value for event in events.Scalars("final/xquad-r/cross_map")}
+        assert scalars == {4: pytest.approx(row["final/xquad-r/cross_map"])}
+        assert {event.step for event in events.Scalars("inter/cross_map")} == {2, 4}
+
+
+def _check_exported_models(output: Path, trials: pd.DataFrame) -> None:
+    """Each cell's best trial, exported at the end of the study, loads in sentence-transformers
+    with its prompts and gives the trained checkpoint's embeddings."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from hybridir.model import BiEncoder
+
+    index = json.loads((output / "models" / "index.json").read_text())
+    assert sorted(entry["directory"] for entry in index["models"]) == ["cell-0", "cell-1"]
+    texts = ["Wer schrieb die Odyssee?", "Homer wrote the Odyssey."]
+    for entry in index["models"]:
+        assert entry["trial_id"] in set(trials["trial_id"])
+        exported = SentenceTransformer(str(output / "models" / entry["directory"]), device="cpu")
+        ours = BiEncoder.load(entry["source_checkpoint"])
+        for kind, encode in (("query", exported.encode_query), ("passage", exported.encode_document)):
+            theirs = torch.as_tensor(encode(texts, convert_to_numpy=True))
+            cosine = torch.nn.functional.cosine_similarity(theirs, ours.encode(texts, kind), dim=-1)
+            assert (cosine >= 0.99999).all(), (entry["directory"], kind, cosine)
+        card = (output / "models" / entry["directory"] / "README.md").read_text()
+        assert card.startswith("---") and "base_model: intfloat/multilingual-e5-small" in card
+        assert "Q4_0" in card and entry["trial_id"] in card
+
+
+def _check_console(*logs: Path) -> None:
+    """Without --verbose a study prints one [study] line per event: no metric dictionaries, no
+    INFO chatter of Ray, Ray Train or the libraries. Ray's WARNING records stay (Ctrl-C makes
+    Tune warn that it saved its state), with the lines that continue them."""
+    warning = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:,.]+\s+WARNING ")
+    for log in logs:
+        lines = [line for line in log.read_text().splitlines() if line.strip()]
+        chatter, in_warning = [], False
+        for line in lines:
+            if line.startswith(("[study]", "[export]")):
+                in_warning = False
+            elif warning.match(line):
+                in_warning = True
+            elif not in_warning:
+                chatter.append(line)
+        assert not chatter, "\n".join(chatter[:20])
+        assert not [line for line in lines if " INFO " in line or "{'" in line], "INFO lines or metric dicts"
+        assert len(lines) <= 30, "\n".join(lines)
+    second = logs[-1].read_text()
+    assert "completed" in second and "[2/2 search trials done]" in second and "exported 2 model(s)" in second

@@ -111,6 +111,17 @@ def test_discrete_space_never_repeats_a_configuration_until_exhausted():
     assert set(keys[6:]) <= set(keys[:6])  # then repeats, as the budget exceeds the space
     # Repeats of running trials are told to Optuna as failed; nothing leaks into Tune's ids.
     assert searcher._redraws > 0
+    trials = searcher.cell_study(0).trials
+    runs = [t for t in trials if "tune_trial_id" in t.user_attrs]
+    assert [t.user_attrs["tune_trial_id"] for t in runs] == [f"t{i}" for i in range(8)]
+    assert [t.params for t in runs] == [c["tuned"] for c in configs]
+    redraws = [t for t in trials if "redraw_of" in t.user_attrs]
+    assert len(redraws) == searcher._redraws and len(runs) + len(redraws) == len(trials)
+    for redraw in redraws:  # each names the earlier trial it repeats and the Tune trial it was drawn for
+        repeated = trials[redraw.user_attrs["redraw_of"]]
+        assert repeated.params == redraw.params and "tune_trial_id" in repeated.user_attrs
+        assert redraw.user_attrs["redraw_for"] in {t.user_attrs["tune_trial_id"] for t in runs}
+        assert redraw.state.name in ("COMPLETE", "FAIL")
 
 
 def test_tpe_startup_scales_with_the_cell_budget():
@@ -130,7 +141,7 @@ def test_skip_finished_counts_results_against_cell_budgets_and_teaches_optuna():
     assert searcher.remaining_trials == 6
     configs = drain(searcher)
     assert Counter(c["cell"] for c in configs) == {0: 1, 1: 3, 2: 2}
-    trials = searcher._optuna[0]._ot_study.trials
+    trials = searcher.cell_study(0).trials
     assert [t.state.name for t in trials[:2]] == ["COMPLETE", "FAIL"]
     assert trials[0].params == {"optim.lr": 2e-5, "model.temperature": 0.05} and trials[0].value == 0.2
 

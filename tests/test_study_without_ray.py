@@ -16,7 +16,7 @@ from study.spec import dump_study, load_study
 from study.vocabulary import SPEC_FILE, axis_column, final_key
 
 RAY_FREE = ["study.vocabulary", "study.spec", "study.results", "study.questions", "study.verdicts",
-            "study.report", "study.checks", "study.run"]
+            "study.report", "study.checks", "study.run", "study.console", "study.export"]
 NO_RAY = "import sys; sys.modules['ray'] = None\n"
 
 

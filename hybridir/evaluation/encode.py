@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from hybridir.data.types import RetrievalCorpus
+from hybridir.progress import progress_bar
 
 if TYPE_CHECKING:
     from hybridir.model import BiEncoder
@@ -158,11 +159,12 @@ def encode_texts(
     was_training = model.training
     model.eval()
     n_batches = -(-len(texts) // batch_size)
-    report_every = max(1, n_batches // 10)
     started = time.perf_counter()
+    bar = progress_bar(total=len(texts), desc=f"encode {'queries' if kind == 'query' else 'passages'}",
+                       unit="text")
     try:
         with torch.inference_mode():
-            for batch, start in enumerate(range(0, len(texts), batch_size), 1):
+            for start in range(0, len(texts), batch_size):
                 rows = order[start : start + batch_size]
                 mask = tokens["attention_mask"][rows]
                 columns = mask.any(0)  # drop the columns that are padding for every text of the batch
@@ -171,10 +173,11 @@ def encode_texts(
                 if out is None:
                     out = torch.empty((len(texts), embeddings.shape[1]), dtype=torch.float32)
                 out[rows] = embeddings
-                if batch % report_every == 0 or batch == n_batches:
-                    log.info("%s texts: %d/%d batches, %.1f s", kind, batch, n_batches, time.perf_counter() - started)
+                bar.update(len(rows))
     finally:
+        bar.close()
         model.train(was_training)
+    log.debug("%d %s texts in %d batches, %.1f s", len(texts), kind, n_batches, time.perf_counter() - started)
     flush = getattr(model, "flush_activation_cache", None)
     if flush is not None:  # the next evaluation of a model with the same frozen bottom reads these
         flush()
