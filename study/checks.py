@@ -244,10 +244,7 @@ def check_trackers(spec: StudySpec) -> None:
         return
     from study.trackers import check_trackers as check
 
-    try:
-        check(spec.tracking.trackers)
-    except (ImportError, ValueError) as exc:
-        raise StudyConfigError(f"tracking.trackers: {exc}") from exc
+    check(spec.tracking.trackers)  # StudyConfigError naming the tracker and the pip install
 
 
 def check_local_resources(spec: StudySpec, cpus: int | None = None, gpus: int | None = None) -> None:

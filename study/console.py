@@ -25,11 +25,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from typing import Any
 
 from hybridir.progress import write_line
-from study.vocabulary import FINAL_PREFIX, INTER_PREFIX, STEP
+from study.results import effective_seed
+from study.vocabulary import FINAL_PREFIX, INTER_PREFIX, MATRICES, STEP
 
 VERBOSE_ENV = "HYBRIDIR_VERBOSE"
 PREFIX = "[study]"
@@ -122,9 +122,7 @@ def describe_config(config: dict, base_seed: int | None = None) -> str:
     parts = [f"cell {config.get('cell')}"]
     for path, value in {**(config.get("axes") or {}), **(config.get("tuned") or {})}.items():
         parts.append(f"{short_name(path)}={format_value(value)}")
-    seed = config.get("seed")
-    if seed is None:
-        seed = base_seed
+    seed = effective_seed(config, base_seed)
     if seed is not None:
         parts.append(f"seed {seed}")
     return " ".join(parts)
@@ -171,5 +169,5 @@ def progress_line(result: dict, max_steps: int | None, objective: str) -> str:
 
 def full_dict(result: dict) -> str:
     shown = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in sorted(result.items())
-             if "/" in k and k != "matrices_json"}
+             if "/" in k and k != MATRICES}
     return str(shown)

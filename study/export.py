@@ -41,7 +41,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import sys
 import tempfile
 import time
@@ -63,6 +62,7 @@ from hybridir.export import (
 )
 from hybridir.model import SETTINGS_FILE, BiEncoder
 from study.results import ResultStore, best_trial_per_cell
+from study.results import storage_location as study_storage
 from study.spec import StudyConfigError, StudySpec, load_study
 from study.vocabulary import (
     AXIS_PREFIX,
@@ -135,9 +135,9 @@ def finished_trials(run_dir: Path, spec: StudySpec) -> pd.DataFrame:
 
 
 def storage_location(spec: StudySpec, run_dir: Path, storage: str | None = None) -> str:
-    """Where the study's Ray Train runs are: ``storage``, ``resources.storage_path`` or RUN_DIR/ray."""
-    location = storage or spec.resources.storage_path or str(Path(run_dir) / "ray")
-    return location if "://" in location else os.path.abspath(location)
+    """Where the study's Ray Train runs are: ``storage`` (a moved study), else where the driver
+    put them (:func:`study.results.storage_location`)."""
+    return study_storage(storage or spec.resources.storage_path, run_dir)
 
 
 def _plain(value: Any) -> Any:
@@ -158,13 +158,10 @@ def trial_seed(row: dict) -> int | None:
 
 
 def trial_train_config(spec: StudySpec, row: dict) -> TrainConfig:
-    """The TrainConfig a results row's trial trained with.
-
-    The rule of ``study.trial.trial_train_config`` (axes and tuned values over the study's
-    base, the trial's seed), applied to the row's ``axis/`` and ``tuned/`` columns: that
-    module imports Ray, this one must not."""
-    overrides = {**_config_values(row, AXIS_PREFIX), **_config_values(row, TUNED_PREFIX)}
-    return spec.train_config(overrides, seed=trial_seed(row))
+    """The TrainConfig a results row's trial trained with: its ``axis/`` and ``tuned/``
+    columns and seed, through the searchers' rule (:meth:`StudySpec.trial_train_config`)."""
+    return spec.trial_train_config({"axes": _config_values(row, AXIS_PREFIX),
+                                    "tuned": _config_values(row, TUNED_PREFIX), "seed": trial_seed(row)})
 
 
 # ---------------------------------------------------------------------------- checkpoints

@@ -68,6 +68,14 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
+def storage_location(storage_path: str | None, study_dir: str | Path) -> str:
+    """Where a study's Ray experiments and Train runs live: ``resources.storage_path`` (a URI
+    as given) or ``<study dir>/ray``; local paths absolute (trials' workers write there from
+    their own working directories)."""
+    location = storage_path or str(Path(study_dir) / "ray")
+    return location if "://" in location else os.path.abspath(location)
+
+
 def per_query_uri(storage: str, experiment: str, trial_id: str) -> str:
     """Where a trial's rank 0 leaves its per-query parquet: its Train run's folder of the
     storage path (kept when the driver drops the run's checkpoints)."""
@@ -258,6 +266,12 @@ def best_trial_per_cell(trials: pd.DataFrame, metric: str, mode: str) -> pd.Data
     order = done.assign(_rank=done[metric] * (-1 if mode == "max" else 1))
     order = order.sort_values(["cell", "_rank", "finished_at"], kind="stable")
     return order.drop_duplicates(subset=["cell"], keep="first").drop(columns="_rank").reset_index(drop=True)
+
+
+def effective_seed(config: dict, base_seed: int | None) -> int | None:
+    """The seed a trial trains with: its own (``--seeds`` re-runs) or the study's base seed."""
+    seed = config.get("seed")
+    return base_seed if seed is None else int(seed)
 
 
 def history_rows(output_dir: str | Path) -> list[dict]:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 for _name, _value in {
     "RAY_USAGE_STATS_ENABLED": "0",
+    # MLflow 3 (--tracker mlflow) reports usage to its servers unless told not to, as Ray would.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
@@ -435,17 +437,14 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from study.report import build_reports
-    from study.results import history_rows
+    from study.results import history_rows, storage_location
     from study.search import CellGridSearch, FixedConfigSearch, PerCellASHA, optuna_storage_location
 
     started = time.time()
     if spec.resources.activation_cache is None:
         # Resolved here, not frozen into study.yaml: a moved study directory keeps its cache.
         spec.resources.activation_cache = os.path.abspath(output / "activation-cache")
-    storage = spec.resources.storage_path or str(output / "ray")
-    if "://" not in storage:
-        # Trials' workers write per-query files there from their own working directories.
-        storage = os.path.abspath(storage)
+    storage = storage_location(spec.resources.storage_path, output)
     seeds = f" + {spec.search.seeds} seed re-run(s) of each cell's best" if spec.search.seeds else ""
     say(f"{spec.name}: {len(spec.cells()) or 1} cells x {spec.search.samples_per_cell} trials{seeds} -> {output}")
     set_verbosity(args.verbose)

@@ -397,6 +397,12 @@ class StudySpec(_Strict):
         """The grid over the scaling axes: one dict (dotted path -> value) per cell."""
         return [dict(zip(self.axes, combo)) for combo in itertools.product(*self.axes.values())]
 
+    def trial_train_config(self, config: dict[str, Any]) -> TrainConfig:
+        """The TrainConfig of a trial config (``{"axes", "tuned", "seed"}``, as the searchers
+        hand them out): axes and tuned values over the base, the trial's seed."""
+        overrides = {**(config.get("axes") or {}), **(config.get("tuned") or {})}
+        return self.train_config(overrides, seed=config.get("seed"))
+
     def train_config(self, overrides: dict[str, Any], seed: int | None = None) -> TrainConfig:
         """Base config + dotted overrides, validated; errors name the dotted field."""
         raw = copy.deepcopy(self.base)

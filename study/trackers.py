@@ -58,7 +58,7 @@ from ray.tune.logger import TBXLoggerCallback
 
 from study.console import say
 from study.ray_internals import wandb_logging_actor_class
-from study.results import flatten_config
+from study.results import effective_seed, flatten_config
 from study.spec import StudyConfigError
 from study.vocabulary import AXIS_PREFIX, FINAL_PREFIX, INTER_PREFIX, MATRICES, STEP
 
@@ -132,12 +132,6 @@ def tracker_callbacks(
 
 
 # --- what every tracker logs ------------------------------------------------------------------
-
-
-def effective_seed(config: dict, base_seed: int) -> int:
-    """The seed a trial trains with: its own (``--seeds`` re-runs) or the study's base seed."""
-    seed = config.get("seed")
-    return base_seed if seed is None else int(seed)
 
 
 def study_step(result: dict) -> int | None:

@@ -94,9 +94,8 @@ class WorkerSettings:
 
 
 def trial_train_config(spec: StudySpec, config: dict) -> TrainConfig:
-    """The TrainConfig of a trial config handed out by the searchers."""
-    overrides = {**config.get("axes", {}), **config.get("tuned", {})}
-    return spec.train_config(overrides, seed=config.get("seed"))
+    """The TrainConfig of a trial config handed out by the searchers (:meth:`StudySpec.trial_train_config`)."""
+    return spec.trial_train_config(config)
 
 
 def set_evaluator(settings: EvalSetSettings, seed: int = 0) -> Evaluator:
