@@ -1,7 +1,8 @@
 """Checkpoints of a training run: the directory layout, writing, checking, restoring, pruning.
 
 A checkpoint is ``<output_dir>/checkpoints/step_NNNNNN/`` holding the model (weights +
-tokenizer), ``trainer_state.pt`` (optimizer, scheduler, sampler position, counters, the RNG
+tokenizer; under partial fine-tuning only the weights that train, with the frozen rest
+referred to by its base model and fingerprint: see ``BiEncoder.save(slim=True)``), ``trainer_state.pt`` (optimizer, scheduler, sampler position, counters, the RNG
 states of every rank), the config and the metrics of that step. Resuming from one continues
 with exactly the numbers of an uninterrupted run (same world size; CPU). This lives apart from
 :mod:`hybridir.train` because it is a file format with its own invariants (atomic writes, a
@@ -23,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from hybridir.config import TrainConfig
-from hybridir.model import BiEncoder
+from hybridir.model import TRAINABLE_FILE, BiEncoder
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def _write_checkpoint(directory, model, optimizer, scheduler, config, progress, 
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        model.save(partial / MODEL_SUBDIR)
+        model.save(partial / MODEL_SUBDIR, slim=True)
         state = {
             "step": progress.step,
             "sampler": {"epoch": progress.epoch, "index": progress.index},
@@ -156,10 +157,10 @@ def _write_checkpoint(directory, model, optimizer, scheduler, config, progress, 
 # ---------------------------------------------------------------------- read, restore
 def read_checkpoint(directory: Path, config: TrainConfig, world_size: int) -> Path:
     """Check that ``directory`` is a complete checkpoint of a compatible run (before any work)."""
-    missing = [
-        name for name in (TRAINER_STATE_FILE, CONFIG_FILE, f"{MODEL_SUBDIR}/model.safetensors")
-        if not (directory / name).is_file()
-    ]  # fmt: skip
+    missing = [name for name in (TRAINER_STATE_FILE, CONFIG_FILE) if not (directory / name).is_file()]
+    weights = [f"{MODEL_SUBDIR}/model.safetensors", f"{MODEL_SUBDIR}/{TRAINABLE_FILE}"]
+    if not any((directory / name).is_file() for name in weights):
+        missing.append(" or ".join(weights))
     if missing:
         raise FileNotFoundError(f"resume_from={directory} is not a complete checkpoint: missing {missing}")
     saved = TrainConfig.model_validate_json((directory / CONFIG_FILE).read_text())

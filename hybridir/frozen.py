@@ -165,11 +165,17 @@ class FrozenBottom:
     def fingerprint(self) -> str:
         """A hash of the frozen weights (and buffers): equal exactly when the bottom is."""
         if self._fingerprint is None:
-            digest = hashlib.blake2b(digest_size=16)
-            for index, module in enumerate(self.modules):
-                for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
-                    data = tensor.detach().to("cpu").contiguous().reshape(-1)
-                    digest.update(f"{index}.{name}:{data.dtype}:{tuple(tensor.shape)};".encode())
-                    digest.update(data.view(torch.uint8).numpy())
-            self._fingerprint = digest.hexdigest()
+            self._fingerprint = frozen_fingerprint(self.encoder, self.num_layers)
         return self._fingerprint
+
+
+def frozen_fingerprint(encoder: nn.Module, num_layers: int) -> str:
+    """A hash of the embeddings and the first ``num_layers`` layers of ``encoder`` (weights and
+    buffers): what a partially fine-tuned model leaves frozen, equal exactly when they are."""
+    digest = hashlib.blake2b(digest_size=16)
+    for index, module in enumerate([encoder.embeddings, *encoder_layers(encoder)[:num_layers]]):
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            data = tensor.detach().to("cpu").contiguous().reshape(-1)
+            digest.update(f"{index}.{name}:{data.dtype}:{tuple(tensor.shape)};".encode())
+            digest.update(data.view(torch.uint8).numpy())
+    return digest.hexdigest()

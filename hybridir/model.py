@@ -51,6 +51,9 @@ Kind = Literal["query", "passage"]
 Pooling = Literal["mean", "cls"]
 
 SETTINGS_FILE = "biencoder.json"
+# A slim save of a partially fine-tuned model: only the weights that train, plus the base the
+# frozen rest comes from (rebuilt and checked against its fingerprint when loaded).
+TRAINABLE_FILE = "trainable.safetensors"
 OFFLINE_SOURCE = "offline:multilingual-e5-small"
 _E5_PREFIXES = {"query_prefix": "query: ", "passage_prefix": "passage: "}
 _NO_PREFIXES = {"query_prefix": "", "passage_prefix": ""}
@@ -126,6 +129,8 @@ class BiEncoder(nn.Module):
         self.display_name = display_name or encoder.config.name_or_path or type(encoder).__name__
         self.train_layers: int | None = None
         self.bottom: FrozenBottom | None = None
+        # Where the weights came from (model.name and num_layers): a slim save refers to it.
+        self.base: dict | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -156,6 +161,7 @@ class BiEncoder(nn.Module):
             temperature=cfg.temperature,
             display_name=display,
         )
+        model.base = {"name": cfg.name, "num_layers": num_layers}
         train_layers = cfg.train_layers if cfg.train_layers is not None else defaults.train_layers
         if train_layers is not None:
             check_train_layers(train_layers, model.num_layers, cfg.name)
@@ -164,27 +170,47 @@ class BiEncoder(nn.Module):
                 model.attach_activation_cache(cfg.activation_cache, cfg.activation_cache_max_gb)
         return model
 
-    def save(self, directory: str | Path) -> Path:
-        """Write encoder (safetensors) + tokenizer + bi-encoder settings; ``load`` reads them back."""
+    def save(self, directory: str | Path, slim: bool = False) -> Path:
+        """Write encoder (safetensors) + tokenizer + bi-encoder settings; ``load`` reads them back.
+
+        ``slim=True`` (partial fine-tuning only) writes just the weights that train
+        (``trainable.safetensors``) and records the base model and the fingerprint of the
+        frozen part instead of writing it: a checkpoint of mE5-small training its top 2 of 12
+        layers is then ~3% of the full one. ``load`` rebuilds the base and refuses it if its
+        frozen weights are not exactly the ones trained against.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.encoder.save_pretrained(directory)
+        settings = self.settings()
+        if slim and self.bottom is not None and self.base is not None:
+            from safetensors.torch import save_file
+
+            frozen = _frozen_keys(self)
+            trainable = {k: v.detach().to("cpu").contiguous() for k, v in self.encoder.state_dict().items() if k not in frozen}
+            save_file(trainable, str(directory / TRAINABLE_FILE), metadata={"format": "pt"})
+            self.encoder.config.save_pretrained(directory)
+            settings["base"] = {**self.base, "frozen_fingerprint": self.bottom.fingerprint()}
+        else:
+            self.encoder.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        (directory / SETTINGS_FILE).write_text(json.dumps(self.settings(), indent=2) + "\n")
+        (directory / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> "BiEncoder":
-        """Load a directory written by :meth:`save`."""
+        """Load a directory written by :meth:`save` (full or slim)."""
         directory = Path(directory)
         settings_path = directory / SETTINGS_FILE
         if not settings_path.is_file():
             raise ModelNotAvailableError(f"{directory} is not a saved BiEncoder (no {SETTINGS_FILE})")
         settings = json.loads(settings_path.read_text())
         train_layers = settings.pop("train_layers", None)
+        base = settings.pop("base", None)
         encoder, _ = _load_encoder(str(directory), None, str(directory))
         tokenizer = AutoTokenizer.from_pretrained(directory)
         model = cls(encoder, tokenizer, **settings)
+        model.base = {k: v for k, v in base.items() if k != "frozen_fingerprint"} if base else {
+            "name": str(directory), "num_layers": None}
         if train_layers is not None:
             model.set_train_layers(train_layers)
         return model
@@ -364,6 +390,8 @@ def model_depth(cfg) -> int:
 
 def _load_encoder(source: str, num_layers: int | None, name: str) -> tuple[PreTrainedModel, int]:
     """Load the encoder without its pooler, keeping the first ``num_layers`` layers."""
+    if (Path(source) / TRAINABLE_FILE).is_file():
+        return _load_slim_encoder(Path(source), num_layers)
     config = _encoder_config(source, name)
     total_layers = int(config.num_hidden_layers)
     if num_layers is not None:
@@ -388,6 +416,48 @@ def _load_encoder(source: str, num_layers: int | None, name: str) -> tuple[PreTr
     if info.get("missing_keys"):
         log.warning("model %r: weights missing from %s, left randomly initialised: %s",
                     name, source, sorted(info["missing_keys"]))  # fmt: skip
+    return encoder, total_layers
+
+
+def _frozen_keys(model: "BiEncoder") -> set[str]:
+    """State-dict keys (of ``model.encoder``) that belong to the frozen bottom."""
+    assert model.bottom is not None
+    frozen_tensors = {id(t) for m in model.bottom.modules for t in [*m.parameters(), *m.buffers()]}
+    return {k for k, t in model.encoder.state_dict(keep_vars=True).items() if id(t) in frozen_tensors}
+
+
+def _load_slim_encoder(directory: Path, num_layers: int | None) -> tuple[PreTrainedModel, int]:
+    """Rebuild a slim save: its base model, checked against the recorded fingerprint of the
+    frozen weights, with the saved trainable weights put over it."""
+    from safetensors.torch import load_file
+
+    from hybridir.frozen import frozen_fingerprint
+
+    settings = json.loads((directory / SETTINGS_FILE).read_text())
+    base, train_layers = settings.get("base"), settings.get("train_layers")
+    if not base or train_layers is None:
+        raise ModelNotAvailableError(f"{directory / SETTINGS_FILE}: a slim save ({TRAINABLE_FILE}) needs "
+                                     "'base' and 'train_layers'")  # fmt: skip
+    source, defaults = _resolve(base["name"])
+    base_layers = base["num_layers"] if base["num_layers"] is not None else defaults.num_layers
+    encoder, total_layers = _load_encoder(source, base_layers, base["name"])
+    frozen_layers = int(encoder.config.num_hidden_layers) - int(train_layers)
+    found = frozen_fingerprint(encoder, frozen_layers)
+    if found != base["frozen_fingerprint"]:
+        raise ModelNotAvailableError(
+            f"{directory} holds only the trained top {train_layers} layers of {base['name']!r}; the frozen "
+            f"{frozen_layers} layers and embeddings of that model as found here (fingerprint {found}) are not "
+            f"the ones it was trained on ({base['frozen_fingerprint']}). Use the same base model, or export "
+            "full models where they were trained."
+        )
+    trainable = load_file(str(directory / TRAINABLE_FILE))
+    missing, unexpected = encoder.load_state_dict(trainable, strict=False)
+    frozen = {k for k in encoder.state_dict() if k not in trainable}
+    if unexpected or set(missing) - frozen:
+        raise ModelNotAvailableError(f"{directory / TRAINABLE_FILE} does not fit {base['name']!r}: "
+                                     f"unexpected {sorted(unexpected)[:5]}")  # fmt: skip
+    if num_layers is not None and num_layers < int(encoder.config.num_hidden_layers):
+        raise ValueError(f"model.num_layers={num_layers}: {directory} is a slim save; cut layers from its base instead")
     return encoder, total_layers
 
 

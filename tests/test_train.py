@@ -284,11 +284,18 @@ def test_partial_fine_tuning_is_the_same_run_cold_warm_and_uncached(tiny4_dir, p
     assert runs["warm"][0].logs[6]["activation_cache_hit_rate"] == 1.0
     assert runs["cold"][0].logs[6]["activation_cache_hit_rate"] < 1.0
     assert "activation_cache_hit_rate" not in runs["uncached"][0].logs[6]
-    # only the top 2 layers moved; the frozen bottom is bit-identical to the start
-    before, after = weights(tiny4_dir), weights(runs["warm"][1].model_dir)
-    moved = {name for name in before if not torch.equal(before[name], after[name])}
-    assert moved and all(name.startswith(("encoder.layer.2.", "encoder.layer.3.")) for name in moved)
-    assert BiEncoder.load(runs["warm"][1].model_dir).train_layers == 2
+    # the checkpoint is slim: only the top 2 layers are written, and they moved
+    model_dir = runs["warm"][1].model_dir
+    assert not (model_dir / "model.safetensors").exists()
+    before, after = weights(tiny4_dir), load_file(str(model_dir / "trainable.safetensors"))
+    assert after and all(name.startswith(("encoder.layer.2.", "encoder.layer.3.")) for name in after)
+    assert all(not torch.equal(before[name], after[name]) for name in after if name.endswith(".weight"))
+    # loaded back, the frozen bottom is bit-identical to the start and the top is the trained one
+    reloaded = BiEncoder.load(model_dir)
+    assert reloaded.train_layers == 2
+    state = reloaded.encoder.state_dict()
+    assert all(torch.equal(state[name], before[name]) for name in before if not name.startswith(("encoder.layer.2.", "encoder.layer.3.")))
+    assert all(torch.equal(state[name], after[name]) for name in after)
 
 
 def test_partial_fine_tuning_resumes_exactly_with_another_cache_dir(tiny4_dir, pairs, tmp_path):
