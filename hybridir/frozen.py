@@ -62,6 +62,26 @@ def check_train_layers(train_layers: int, total_layers: int, name: str) -> None:
         raise ValueError(f"model.train_layers={train_layers}: {name!r} has {total_layers} transformer layers (1 .. {total_layers})")
 
 
+def _on_device(values: list[Tensor], device: torch.device) -> Tensor:
+    """Concatenate per-text states on ``device``.
+
+    Entries read from the cache live in host memory while freshly computed ones live where
+    the model runs (a GPU): the host entries are concatenated and copied in ONE transfer
+    (pinned, asynchronous on CUDA), then every entry is put back in its row order.
+    """
+    host = [row for row, value in enumerate(values) if value.device != device]
+    if not host:
+        return torch.cat(values)
+    block = torch.cat([values[row] for row in host])
+    if device.type == "cuda":
+        block = block.pin_memory()
+    moved = block.to(device, non_blocking=True).split([values[row].shape[0] for row in host])
+    placed = list(values)
+    for row, value in zip(host, moved):
+        placed[row] = value
+    return torch.cat(placed)
+
+
 class FrozenBottom:
     """The embeddings and the first ``num_layers`` layers of ``encoder``, frozen.
 
@@ -116,11 +136,11 @@ class FrozenBottom:
             cache.put_many([keys[row] for row in missing], values)
             for row, value in zip(missing, values):
                 found[row] = value
-        dtype = found[0].dtype
-        hidden = torch.zeros(*input_ids.shape, found[0].shape[-1], dtype=dtype, device=input_ids.device)
+        states = _on_device(found, input_ids.device)
+        hidden = torch.zeros(*input_ids.shape, states.shape[-1], dtype=states.dtype, device=input_ids.device)
         # Boolean indexing enumerates rows in order and positions left to right: the same
         # order as the concatenated per-text states.
-        hidden[real] = torch.cat(found).to(input_ids.device, non_blocking=True)
+        hidden[real] = states
         return hidden
 
     # ------------------------------------------------------------------ caching
@@ -145,7 +165,11 @@ class FrozenBottom:
         return totals
 
     def _precision(self, device: torch.device) -> str:
-        if torch.is_autocast_enabled(device.type):
+        try:
+            autocast = torch.is_autocast_enabled(device.type)
+        except RuntimeError:  # a device type autocast does not know (meta) never autocasts
+            autocast = False
+        if autocast:
             return f"autocast-{torch.get_autocast_dtype(device.type)}".replace("torch.", "")
         return str(self.encoder.embeddings.word_embeddings.weight.dtype).replace("torch.", "")
 

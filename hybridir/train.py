@@ -207,7 +207,7 @@ def train(
         checkpoint_due = step == config.max_steps or (config.checkpoint_every and step % config.checkpoint_every == 0)
         if step % config.log_every == 0 or checkpoint_due:
             progress.elapsed_s = time.perf_counter() - run_started
-            metrics = _report(step, window, progress, optimizer, len(sampler), world_size)
+            metrics = _report(step, window, progress, optimizer, len(sampler), world_size, device)
             if validation:
                 metrics["val_loss"] = _validation_loss(model, validation, validation_pairs, loss_fn, config, autocast)
             metrics.update(pending)
@@ -311,17 +311,28 @@ def _validation_loss(model, batches, validation_pairs, loss_fn, config, autocast
     return total / len(batches)
 
 
-def _report(step: int, window: _Window, progress: Progress, optimizer, batches_per_epoch: int, world_size: int) -> dict:
+def _sum_over_ranks(value: float, device: torch.device) -> torch.Tensor:
+    """``value`` summed over the ranks of the process group, reduced on the training ``device``:
+    a GPU run's group is NCCL-only and has no backend for CPU tensors."""
+    total = torch.tensor(float(value), dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
+    dist.all_reduce(total)
+    return total
+
+
+def _report(
+    step: int, window: _Window, progress: Progress, optimizer, batches_per_epoch: int, world_size: int,
+    device: torch.device,
+) -> dict:
     seconds = max(time.perf_counter() - window.started, 1e-9)
-    tokens = torch.tensor(float(window.tokens))
+    tokens = float(window.tokens)
     if world_size > 1:  # tokens differ per rank; the loss is already the global-batch loss
-        dist.all_reduce(tokens)
+        tokens = _sum_over_ranks(tokens, device).item()
     return {
         "step": step,
         "loss": window.loss_sum.item() / window.steps,
         "lr": optimizer.param_groups[0]["lr"],
         "pairs_per_s": window.pairs / seconds,
-        "tokens_per_s": tokens.item() / seconds,
+        "tokens_per_s": tokens / seconds,
         "s_per_step": seconds / window.steps,
         "elapsed_s": progress.elapsed_s,
         "xx_share_so_far": progress.xx_batches / step,

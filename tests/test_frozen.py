@@ -193,3 +193,79 @@ def test_f_normalize_reference_sanity(encoder_dir):
         mask = batch["attention_mask"].unsqueeze(-1).float()
         pooled = F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
         torch.testing.assert_close(model(**batch), pooled)
+
+
+
+class _Elsewhere(torch.Tensor):
+    """A cache entry that lives on another device than the model, as host memory does for a
+    model on a GPU. Like CUDA, any op that mixes it with the model's tensors fails; ops among
+    such entries stay there, and ``.to(<the model's device>)`` gives back a plain tensor."""
+
+    __torch_function__ = torch._C._disabled_torch_function_impl  # results are not re-wrapped
+
+    @staticmethod
+    def __new__(cls, inner: torch.Tensor):
+        return torch.Tensor._make_wrapper_subclass(cls, inner.shape, dtype=inner.dtype, device="meta")
+
+    def __init__(self, inner: torch.Tensor):
+        self.inner = inner
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        leaves = [x for x in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)]
+        if func.overloadpacket in (torch.ops.aten._to_copy, torch.ops.aten.to):  # .to() (aten.to in inference mode)
+            device = kwargs.get("device", next((a for a in args if isinstance(a, torch.device)), None))
+            if device is not None and torch.device(device).type != "meta":
+                return args[0].inner.to(device=device, dtype=kwargs.get("dtype")).clone()
+        if not all(isinstance(x, _Elsewhere) for x in leaves):
+            raise RuntimeError(f"{func}: Expected all tensors to be on the same device, but found at least two devices")
+        unwrap = lambda x: x.inner if isinstance(x, _Elsewhere) else x  # noqa: E731
+        out = func(*torch.utils._pytree.tree_map(unwrap, args), **torch.utils._pytree.tree_map(unwrap, kwargs))
+        return torch.utils._pytree.tree_map(lambda x: _Elsewhere(x) if isinstance(x, torch.Tensor) else x, out)
+
+
+def _entries_elsewhere(model: BiEncoder) -> None:
+    """Make the model's activation cache hand out its entries on another device (a fake GPU run)."""
+    make = model.bottom._cache
+
+    def cache(precision):
+        found = make(precision)
+        if not hasattr(found, "_plain_get_many"):
+            found._plain_get_many = found.get_many
+            found.get_many = lambda keys: [None if v is None else _Elsewhere(v) for v in found._plain_get_many(keys)]
+        return found
+
+    model.bottom._cache = cache
+
+
+def test_cached_entries_on_another_device_join_freshly_computed_states(encoder_dir, tmp_path):
+    # Issue 18: step 2 of every partial fine-tuning on CUDA crashed in torch.cat, mixing cached
+    # host entries with freshly computed CUDA states ("Expected all tensors to be on the same device").
+    reference = _partial(encoder_dir).eval()
+    model = _partial(encoder_dir, str(tmp_path / "cache")).eval()
+    _entries_elsewhere(model)
+    first = model.tokenize(QUERIES[:2], "query")
+    both = model.tokenize(QUERIES, "query")
+    with torch.no_grad():
+        model(**first)  # cold: everything computed
+        mixed = model(**both)  # 2 cached entries (elsewhere) + 2 computed here
+        warm = model(**both)  # all cached
+        expected = reference(**both)
+    assert not isinstance(mixed, _Elsewhere) and mixed.device == expected.device
+    torch.testing.assert_close(mixed, expected, **TOLERANCE)
+    torch.testing.assert_close(warm, expected, **TOLERANCE)
+    assert model.bottom.cache_stats()["hits"] == 2 + 4
+
+
+def test_evaluation_with_cached_entries_on_another_device(encoder_dir, tmp_path):
+    # The final evaluation of a trial with a cache attached takes the same path.
+    from hybridir.evaluation.encode import encode_texts
+
+    reference = encode_texts(_partial(encoder_dir), PASSAGES, "passage", batch_size=4)
+    model = _partial(encoder_dir, str(tmp_path / "cache"))
+    _entries_elsewhere(model)
+    encode_texts(model, PASSAGES[:2], "passage", batch_size=2)
+    vectors = encode_texts(model, PASSAGES, "passage", batch_size=4)  # hits and misses in one batch
+    torch.testing.assert_close(torch.from_numpy(vectors), torch.from_numpy(reference), **TOLERANCE)
+    assert model.bottom.cache_stats()["hits"] == 2

@@ -309,3 +309,55 @@ def test_partial_fine_tuning_resumes_exactly_with_another_cache_dir(tiny4_dir, p
     moved_cache = config.model_copy(update={"model": config.model.model_copy(update={"activation_cache": str(tmp_path / "b")})})
     train(moved_cache, tmp_path / "cut", resume_from=interrupted.checkpoints[-1][1], callbacks=[resumed], pairs=pairs)
     assert resumed.losses()[6] == pytest.approx(straight.losses()[6], rel=1e-5)
+
+
+# ---------------------------------------------------------------------- reports under a GPU's process group
+def _one_rank_group(backend: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+
+
+def _window_and_optimizer():
+    from hybridir.train import _Window
+
+    window = _Window()
+    window.add(torch.tensor(1.5), 4, 10)
+    return window, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+
+def test_report_reduces_on_the_training_device_under_a_group_without_a_cpu_backend():
+    # Issue 18 fix 2: a GPU trial's group is NCCL-only, and the report all-reduced a CPU tensor
+    # ("No backend type associated with device type cpu"). A "meta:gloo" group has the same
+    # restriction, with `meta` playing the GPU.
+    from hybridir.checkpoint import Progress
+    from hybridir.train import _report, _sum_over_ranks
+
+    _one_rank_group("meta:gloo")
+    try:
+        with pytest.raises(RuntimeError, match="device type cpu"):
+            dist.all_reduce(torch.zeros(1))  # the group refuses host tensors, as NCCL does
+        total = _sum_over_ranks(10.0, torch.device("meta"))  # the reduction runs on the device
+        assert total.device.type == "meta"
+        window, optimizer = _window_and_optimizer()
+        with pytest.raises(RuntimeError, match="device type cpu"):  # reducing on the host fails there
+            _report(1, window, Progress(step=1), optimizer, 10, world_size=2, device=torch.device("cpu"))
+        with pytest.raises(RuntimeError, match="meta tensors"):  # reduced on the device; only the read-back of
+            _report(1, window, Progress(step=1), optimizer, 10, world_size=2, device=torch.device("meta"))  # a fake device fails
+    finally:
+        dist.destroy_process_group()
+
+
+def test_report_sums_tokens_over_the_group_on_the_training_device():
+    from hybridir.checkpoint import Progress
+    from hybridir.train import _report
+
+    _one_rank_group("gloo")
+    try:
+        window, optimizer = _window_and_optimizer()
+        metrics = _report(1, window, Progress(step=1), optimizer, 10, world_size=2, device=torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()
+    assert metrics["tokens_per_s"] * metrics["s_per_step"] == pytest.approx(10.0)
+    assert metrics["loss"] == pytest.approx(1.5)
