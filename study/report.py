@@ -17,14 +17,17 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from hybridir.evaluation.significance import LOWER_IS_BETTER, contrast_inference, item_matrices, run_statistic
+from hybridir.languages import canonical
 from study.questions import BUILDERS
-from study.questions.common import ReportContext, plot_learning_curves, zero_shot_info
+from study.questions.common import ReportContext, plt, save_figure, zero_shot_info
 from study.results import ResultStore
 from study.spec import StudyConfigError, load_study
-from study.verdicts import verdict_markdown, write_verdicts
-from study.vocabulary import MODEL_DISPLAY_NAME, MODEL_TRAINING, SPEC_FILE
+from study.verdicts import NOT_TESTED, ClaimNotTestable, _Runs, cell_label, verdict_markdown, write_verdicts
+from study.vocabulary import MODEL_DISPLAY_NAME, MODEL_TRAINING, SPEC_FILE, STEP, intermediate_metric
 
 
 def build_reports(study_dir: Path) -> Path:
@@ -39,19 +42,193 @@ def build_reports(study_dir: Path) -> Path:
     ctx = ReportContext(spec, store, store.trials(), store.history(), out_dir)
     if not ctx.trials.empty:
         ctx.trials.to_csv(out_dir / "trials.csv", index=False)
+    stale = [out_dir / name for name in ("learning_curves.png", FOREST_PLOT, CELLS_PLOT)]
+    for path in stale:  # a rebuild must not leave a plot the current results no longer give
+        path.unlink(missing_ok=True)
     plot_learning_curves(ctx, out_dir / "learning_curves.png")
     tables = BUILDERS[spec.report.builder](ctx) if not ctx.completed.empty else {}
     for name, table in tables.items():
         table.to_csv(out_dir / f"{name}.csv", index=False)
     verdicts = write_verdicts(ctx, out_dir)
-    (out_dir / "report.md").write_text(_markdown(spec, ctx, tables, verdicts))
+    figures = [path for path in (plot_forest(verdicts, out_dir / FOREST_PLOT),
+                                 plot_cells(ctx, out_dir / CELLS_PLOT)) if path is not None]
+    (out_dir / "report.md").write_text(_markdown(spec, ctx, tables, verdicts, figures))
     return out_dir
 
 
-def _markdown(spec, ctx: ReportContext, tables: dict[str, pd.DataFrame], verdicts: pd.DataFrame) -> str:
+FOREST_PLOT = "claims_forest.png"
+CELLS_PLOT = "cells_with_ci.png"
+
+
+def _axis_label(ctx: ReportContext, cell) -> str:
+    """A cell by its axis values (``alpha=0.5``): the last part of each axis path."""
+    cells = ctx.spec.cells() or [{}]
+    if pd.isna(cell) or int(cell) >= len(cells):
+        return "?"
+    axes = cells[int(cell)]
+    return ", ".join(f"{path.rsplit('.', 1)[-1]}={value}" for path, value in axes.items()) or "the single cell"
+
+
+def plot_learning_curves(ctx: ReportContext, path: Path) -> Path | None:
+    """The search objective over study steps per trial, labelled by the cell's axis values.
+
+    Only when some trial has >= 2 intermediate evaluations: one point per trial is not a curve
+    (the final evaluation's numbers are in the tables and the cell plot)."""
+    metric = intermediate_metric(ctx.spec)
+    if ctx.history.empty or metric not in ctx.history:
+        return None
+    history = ctx.history.dropna(subset=[metric])
+    if history.empty or history.groupby("trial_id")[STEP].nunique().max() < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    seen: dict[str, int] = {}
+    for trial_id, group in history.groupby("trial_id"):
+        group = group.sort_values(STEP)
+        label = _axis_label(ctx, group["cell"].iloc[0])
+        seen[label] = seen.get(label, 0) + 1
+        ax.plot(group[STEP], group[metric], marker=".", alpha=0.7,
+                label=label if seen[label] == 1 else None, color=f"C{list(seen).index(label) % 10}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=7, title="cell (one line per trial)", title_fontsize=7)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def _measure_text(row) -> str:
+    measure = "mAP" if row["measure"] == "ap" else row["measure"]
+    return f"{row['dataset']} {row['setting']} {measure}" if row["measure"] != "rank_distance" else \
+        f"{row['dataset']} rank distance"
+
+
+def plot_forest(verdicts: pd.DataFrame, path: Path) -> Path | None:
+    """Each tested claim's contrast with its 95% CI, the zero line and the smallest detectable
+    difference (|d| < MDD shaded: the design cannot tell such a difference from 0); one panel
+    per measure (their scales differ); an equivalence claim's margin dashed."""
+    if verdicts.empty or "ci_low" not in verdicts:
+        return None
+    rows = verdicts[(verdicts["verdict"] != NOT_TESTED) & verdicts["estimate"].notna()]
+    if rows.empty:
+        return None
+    rows = rows.assign(panel=[_measure_text(r) for r in rows.to_dict("records")])
+    panels = list(dict.fromkeys(rows["panel"]))
+    heights = [max(1.2, 0.45 * (rows["panel"] == p).sum() + 0.8) for p in panels]
+    heights[-1] += 0.5  # room for the legend
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    colours = {"supported": "tab:green", "contradicted": "tab:red", "inconclusive": "tab:gray"}
+    for ax, panel in zip(axes[:, 0], panels):
+        part = rows[rows["panel"] == panel].reset_index(drop=True)
+        y = np.arange(len(part))[::-1]
+        for yi, row in zip(y, part.to_dict("records")):
+            mdd = row.get("mdd")
+            if isinstance(mdd, float) and np.isfinite(mdd):
+                ax.fill_between([-mdd, mdd], yi - 0.35, yi + 0.35, color="tab:orange", alpha=0.18, lw=0)
+            if row["direction"] == "equivalent" and np.isfinite(row["margin"]):
+                ax.vlines([-row["margin"], row["margin"]], yi - 0.4, yi + 0.4, colors="tab:blue", linestyles="--", lw=1)
+            colour = colours.get(row["verdict"], "black")
+            if np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"]):
+                ax.hlines(yi, row["ci_low"], row["ci_high"], color=colour, lw=2)
+            else:
+                ax.annotate("no CI (1 seed)", (row["estimate"], yi), xytext=(6, -3), textcoords="offset points",
+                            fontsize=7, color=colour)
+            ax.plot(row["estimate"], yi, "o", color=colour)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y, [f"{r['claim']} ({r['verdict']})" for r in part.to_dict("records")], fontsize=8)
+        ax.set_ylim(-0.7, len(part) - 0.3)
+        ax.set_title(f"{panel}: contrast and 95% CI (seeds and questions)", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color="tab:orange", alpha=0.3, label="|d| < smallest detectable (80% power)")]
+    handles += [Line2D([], [], color=c, marker="o", lw=2, label=v) for v, c in colours.items()
+                if v in set(rows["verdict"])]
+    if (rows["direction"] == "equivalent").any():
+        handles.append(Line2D([], [], color="tab:blue", ls="--", label="equivalence margin"))
+    axes[-1, 0].legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25),
+                       ncol=min(len(handles), 4), frameon=False)
+    return save_figure(fig, path)
+
+
+def plot_cells(ctx: ReportContext, path: Path) -> Path | None:
+    """Per statistic the claims test: each cell's seed-averaged value with a 95% CI over seeds
+    and questions (the same variance components as the verdicts, one cell at a time: the
+    question spread is not paired away here), and the untrained model as a reference line."""
+    claims = [c for c in ctx.spec.claims if not c.untestable]
+    statistics = list(dict.fromkeys((c.dataset, c.setting, c.measure, tuple(c.involving or ())) for c in claims))
+    if not statistics or ctx.completed.empty:
+        return None
+    runs = _Runs(ctx)
+    cells = list(range(len(ctx.spec.cells() or [{}])))
+    try:
+        zero = ctx.store.per_query("zero-shot")
+    except (FileNotFoundError, OSError, AttributeError):
+        zero = None
+    panels = []
+    for key in statistics:
+        claim = next(c for c in claims if (c.dataset, c.setting, c.measure, tuple(c.involving or ())) == key)
+        points = []
+        for cell in cells:
+            try:
+                cell_runs = runs.cell_runs(cell, claim)
+                matrices, _, _, _ = item_matrices({"cell": cell_runs}, claim.setting, claim.measure)
+            except (ClaimNotTestable, ValueError):
+                continue
+            inference = contrast_inference(matrices, {"cell": 1.0}, n_draws=5000, rng=cell)
+            points.append((cell, float(matrices["cell"].sum(axis=1).mean()), inference.ci_low, inference.ci_high,
+                           matrices["cell"].shape[0]))
+        if not points:
+            continue
+        reference = None
+        if zero is not None:
+            rows = zero[zero["dataset"] == claim.dataset] if "dataset" in zero else zero
+            if claim.involving:
+                wanted = {canonical(code) for code in claim.involving}
+                rows = rows[rows["query_lang"].isin(wanted) | rows["candidate_lang"].isin(wanted)]
+            try:
+                reference = run_statistic(rows, claim.setting, claim.measure)
+            except ValueError:
+                reference = None
+        panels.append((claim, points, reference))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 0.5, 3.6), squeeze=False)
+    for ax, (claim, points, reference) in zip(axes[0], panels):
+        x = np.arange(len(points))
+        values = np.array([p[1] for p in points])
+        low = np.array([p[2] for p in points])
+        high = np.array([p[3] for p in points])
+        has_ci = np.isfinite(low) & np.isfinite(high)
+        ax.errorbar(x[has_ci], values[has_ci], yerr=[values[has_ci] - low[has_ci], high[has_ci] - values[has_ci]],
+                    fmt="o", capsize=4, color="tab:blue", label="trained (95% CI)")
+        if (~has_ci).any():
+            ax.plot(x[~has_ci], values[~has_ci], "o", mfc="none", color="tab:blue", label="1 seed: no CI")
+        if reference is not None and np.isfinite(reference):
+            ax.axhline(reference, color="tab:gray", ls="--", lw=1, label="untrained (zero-shot)")
+        ax.set_xticks(x, [f"{_axis_label(ctx, p[0])}\n{p[4]} seed{'s' if p[4] > 1 else ''}" for p in points],
+                      fontsize=7)
+        name = "rank distance" if claim.measure == "rank_distance" else \
+            f"{claim.setting} {'mAP' if claim.measure == 'ap' else claim.measure}"
+        better = "lower is better" if claim.measure in LOWER_IS_BETTER else "higher is better"
+        suffix = f" ({' '.join(claim.involving)})" if claim.involving else ""
+        ax.set_title(f"{claim.dataset} {name}{suffix}\n({better})", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+        ax.set_xlim(-0.6, len(points) - 0.4)
+    return save_figure(fig, path)
+
+
+def _markdown(spec, ctx: ReportContext, tables: dict[str, pd.DataFrame], verdicts: pd.DataFrame,
+              figures: list[Path] = ()) -> str:
     counts = ctx.trials["status"].value_counts().to_dict() if not ctx.trials.empty else {}
     lines = [f"# Study `{spec.name}`", "", f"**Question.** {spec.question}", "", "## Verdicts", ""]
     lines += verdict_markdown(verdicts)
+    captions = {FOREST_PLOT: "each claim's contrast with its 95% CI; shaded: differences smaller than the design "
+                             "can detect (80% power)",
+                CELLS_PLOT: "each cell's value with a 95% CI over seeds and questions; dashed: the untrained model"}
+    for figure in figures:
+        lines += ["", f"![{captions.get(figure.name, figure.stem)}]({figure.name})"]
     zero_shot = zero_shot_info(ctx)
     lines += ["", f"Zero-shot baseline: {zero_shot.get('model', 'the untrained model')} (rows `run = zero-shot`; "
               "`*_delta_vs_zero_shot` = change against it)." if zero_shot else

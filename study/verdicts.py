@@ -4,7 +4,8 @@ Each claim of ``study.yaml`` (:class:`study.spec.Claim`) becomes a linear contra
 cells (A - B, or an OLS slope over an axis), computed by
 :func:`hybridir.evaluation.significance.paired_contrast` on the per-query rows of each
 cell's representative runs (:func:`study.questions.common.representative_trials`: the
-``--seeds`` re-runs of the cell's best configuration, else its best search trial). Holm's
+``--seeds`` re-runs of the cell's best configuration, else its best search trial), with the
+seed x question variance components and a generalized pivotal quantity. Holm's
 correction runs over all claims of the report. Output: ``reports/<study>/verdict.csv`` and
 the verdict table that opens ``report.md``.
 """
@@ -221,13 +222,14 @@ def compute_verdicts(ctx: ReportContext, n_resamples: int = 4000, n_permutations
                                     for cell, v in result.seed_spread.items()),
             "per_seed_contrasts": "" if result.per_seed_contrasts is None else " ".join(
                 f"seed {s}: {v:.4f}" for s, v in result.per_seed_contrasts.items()),
-            "mdd": result.mdd, "ci_method": result.ci_method,
+            "mdd": result.mdd, "ci_method": result.ci_method, "df": result.df, "seed_se": result.seed_se,
+            "item_se": result.item_se,
             "verdict": verdict.outcome, "reason": verdict.reason,
         })
     columns = ["claim", "statement", "dataset", "setting", "measure", "involving", "direction", "margin", "cells",
                "estimate", "ci_low", "ci_high", "ci", "standard_error", "p_value", "p_holm", "hypothesis", "n_items",
                "n_items_dropped", "n_seeds", "min_seeds", "max_seeds", "cell_statistics", "seed_spread", "per_seed_contrasts",
-               "mdd", "ci_method", "verdict", "reason"]
+               "mdd", "ci_method", "df", "seed_se", "item_se", "verdict", "reason"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -266,9 +268,13 @@ def verdict_markdown(table: pd.DataFrame) -> list[str]:
             f"{_number(row['mdd'])} |"
         )
     lines += ["", "Difference: seed-averaged statistic of the cells (as the LAReQA summary computes it, on the "
-              "items all cells share), combined by the claim's contrast. CI: bootstrap over seeds and items; "
-              "p: sign-flip randomisation over items, Holm-adjusted over the claims above; smallest detectable "
-              "difference: 80% power, two-sided 0.05 (docs/metrics.md, \"Paired comparisons and verdicts\")."]
+              "items all cells share), combined by the claim's contrast. CI and p: one generalized pivotal "
+              "quantity over the variance components of seeds (pooled over the cells, S - 1 degrees of freedom "
+              "per cell: few seeds widen the interval) and questions (paired across cells), p Holm-adjusted "
+              "over the claims above; 1 seed per cell gives no interval (seed-to-seed variance unknown); "
+              "smallest detectable difference: 80% power, two-sided 0.05 on t with the contrast's effective "
+              "degrees of freedom (docs/metrics.md, \"Paired comparisons and verdicts\"; calibration: "
+              "bench/README.md)."]
     return lines
 
 

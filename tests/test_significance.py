@@ -108,13 +108,15 @@ def test_exact_sign_flip_p_values_by_hand():
     # 1.5, -1.5, -2.5, -3.5; P(sum >= 2.5) = 2/8, two-sided p = 2 * 2/8 = 0.5.
     a = _cell({"q1": 3.0, "q2": 6.0, "q3": 0.0})
     b = _cell({"q1": 0.0, "q2": 0.0, "q3": 1.5})
-    result = paired_contrast({"A": [a], "B": [b]}, difference_weights("A", "B"), "mono", "ap")
+    result = paired_contrast({"A": [a], "B": [b]}, difference_weights("A", "B"), "mono", "ap",
+                             method="bootstrap-legacy")
     assert result.estimate == pytest.approx(2.5)  # mean(A) - mean(B) = 3 - 0.5
     assert result.p_value == pytest.approx(0.5)
     # 4 items all in favour of A: only the identity flip reaches the observed sum: 2 * 1/16
     a4 = _cell({f"q{i}": 1.0 + i for i in range(4)})
     b4 = _cell({f"q{i}": 0.0 for i in range(4)})
-    assert paired_contrast({"A": [a4], "B": [b4]}, {"A": 1, "B": -1}, "mono", "ap").p_value == pytest.approx(0.125)
+    assert paired_contrast({"A": [a4], "B": [b4]}, {"A": 1, "B": -1}, "mono", "ap",
+                           method="bootstrap-legacy").p_value == pytest.approx(0.125)
 
 
 def test_holm_on_known_lists():
@@ -138,8 +140,9 @@ def test_items_missing_from_a_cell_are_dropped_and_counted():
 def test_two_level_bootstrap_agrees_with_scipy_with_one_seed(real_runs):
     a, b = (r.per_query for r in real_runs)
     runs, weights = {"A": [a], "B": [b]}, {"A": 1.0, "B": -1.0}
-    via_scipy = paired_contrast(runs, weights, "cross", "ap", n_resamples=6000, seed=1)
-    two_level = paired_contrast(runs, weights, "cross", "ap", n_resamples=6000, seed=2, force_two_level=True)
+    via_scipy = paired_contrast(runs, weights, "cross", "ap", n_resamples=6000, seed=1, method="bootstrap-legacy")
+    two_level = paired_contrast(runs, weights, "cross", "ap", n_resamples=6000, seed=2, force_two_level=True,
+                                method="bootstrap-legacy")
     assert "scipy" in via_scipy.ci_method and "two-level" in two_level.ci_method
     # same point estimate: the difference of the two summaries
     assert via_scipy.estimate == pytest.approx(real_runs[0].summary["cross_map"] - real_runs[1].summary["cross_map"])
@@ -157,7 +160,8 @@ def test_two_level_bootstrap_agrees_with_scipy_with_one_seed(real_runs):
 def test_seed_spread_widens_the_interval(real_runs):
     a, b = (r.per_query for r in real_runs)
     shifted = a.assign(ap=(a["ap"] + 0.05).clip(upper=1.0))  # a second "seed" of A, clearly better
-    one_seed = paired_contrast({"A": [a], "B": [b]}, {"A": 1, "B": -1}, "cross", "ap", force_two_level=True)
+    one_seed = paired_contrast({"A": [a], "B": [b]}, {"A": 1, "B": -1}, "cross", "ap", force_two_level=True,
+                               method="bootstrap-legacy")
     two_seeds = paired_contrast({"A": {1: a, 2: shifted}, "B": {1: b, 2: b}}, {"A": 1, "B": -1}, "cross", "ap")
     assert two_seeds.standard_error > one_seed.standard_error
     assert two_seeds.seed_spread["A"] == pytest.approx(
@@ -245,4 +249,109 @@ def test_equivalence_and_holm_on_computed_contrasts():
     assert [r.p_holm for r in family] == pytest.approx(list(holm([near.p_value, apart.p_value])))
     assert minimum_detectable_difference(apart.standard_error) == pytest.approx(
         (stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * apart.standard_error)
-    assert apart.mdd == pytest.approx(2.8016 * apart.standard_error, rel=1e-4)
+    assert minimum_detectable_difference(1.0) == pytest.approx(2.8016, rel=1e-4)
+    # the realised MDD uses t quantiles on the contrast's effective df (2 + 2 seeds pooled: ~2 df)
+    assert 2 <= apart.df < 3
+    assert apart.mdd == pytest.approx((stats.t.ppf(0.975, apart.df) + stats.t.ppf(0.8, apart.df)) * apart.standard_error)
+    assert apart.mdd > 2.8016 * apart.standard_error
+
+
+# --- the seed x item variance decomposition (hybridir.evaluation.seed_item_variance) ---------
+
+
+def test_cell_anova_matches_statsmodels_two_way_anova():
+    import statsmodels.formula.api as smf
+    from statsmodels.stats.anova import anova_lm
+
+    from hybridir.evaluation.seed_item_variance import cell_anova
+
+    rng = np.random.default_rng(11)
+    d = rng.normal(size=(3, 7)) + rng.normal(size=(3, 1)) + rng.normal(size=(1, 7))
+    frame = pd.DataFrame([(s, i, d[s, i]) for s in range(3) for i in range(7)], columns=["seed", "item", "y"])
+    table = anova_lm(smf.ols("y ~ C(seed) + C(item)", frame).fit())
+    anova = cell_anova(d)
+    assert anova.ms_item == pytest.approx(table.loc["C(item)", "mean_sq"])
+    assert anova.ms_resid == pytest.approx(table.loc["Residual", "mean_sq"])
+    # var of the run totals T_s = n * MS_seed
+    assert anova.seed_variance == pytest.approx(7 * table.loc["C(seed)", "mean_sq"])
+    assert (anova.seed_df, anova.resid_df) == (2, 12)
+
+
+def _seed_only_runs(totals_a, totals_b, n=50):
+    """Cells whose runs differ by a per-run shift only: no residual, no item x cell interaction,
+    so the contrast's variance is the seed term alone (the two-sample problem on run totals)."""
+    base = np.linspace(0.2, 0.8, n)
+    def runs(totals):
+        return {s: _cell({f"q{i}": v for i, v in enumerate(base - base.mean() + t)}) for s, t in enumerate(totals)}
+    return {"A": runs(totals_a), "B": runs(totals_b)}
+
+
+@pytest.mark.parametrize("n_a,n_b", [(2, 2), (3, 5)])
+def test_pooled_seed_variance_reproduces_student_t(n_a, n_b):
+    rng = np.random.default_rng(n_a + n_b)
+    ta, tb = 0.5 + rng.normal(0, 0.01, n_a), 0.49 + rng.normal(0, 0.01, n_b)
+    runs = _seed_only_runs(ta, tb)
+    reference = stats.ttest_ind(ta, tb, equal_var=True)
+    ci = reference.confidence_interval(0.95)
+    for method in ("gpq", "satterthwaite"):
+        result = paired_contrast(runs, {"A": 1, "B": -1}, "mono", "ap", method=method, n_draws=200000)
+        assert result.estimate == pytest.approx(ta.mean() - tb.mean())
+        assert result.df == pytest.approx(n_a + n_b - 2)
+        # GPQ with one chi-square component is exactly t; its Monte-Carlo error (2e5 draws) ~1%
+        tolerance = 1e-9 if method == "satterthwaite" else 0.02
+        assert result.p_value == pytest.approx(reference.pvalue, rel=tolerance)
+        assert result.ci_low == pytest.approx(ci.low, rel=tolerance, abs=1e-12)
+        assert result.ci_high == pytest.approx(ci.high, rel=tolerance, abs=1e-12)
+
+
+def test_per_cell_seed_variance_reproduces_welch():
+    ta, tb = np.array([0.51, 0.50, 0.515]), np.array([0.48, 0.492, 0.47, 0.485, 0.49])
+    result = paired_contrast(_seed_only_runs(ta, tb), {"A": 1, "B": -1}, "mono", "ap", method="satterthwaite",
+                             pool_seeds=False)
+    reference = stats.ttest_ind(ta, tb, equal_var=False)
+    assert result.p_value == pytest.approx(reference.pvalue)
+    assert (result.ci_low, result.ci_high) == pytest.approx(tuple(reference.confidence_interval(0.95)))
+    assert result.df == pytest.approx(reference.df)
+
+
+def test_item_variance_is_paired_and_net_of_the_residual():
+    from hybridir.evaluation.seed_item_variance import contrast_variance
+
+    rng = np.random.default_rng(5)
+    n, s = 400, 3
+    item = rng.normal(0, 1, n)  # large item effects shared by both cells: cancel in the pairing
+    interaction = rng.normal(0, 0.2, n)
+    a = (item + interaction + rng.normal(0, 0.1, (s, n))) / n
+    b = (item + rng.normal(0, 0.1, (s, n))) / n
+    cv = contrast_variance({"A": a, "B": b}, {"A": 1.0, "B": -1.0}, pool_seeds=True)
+    e = a.mean(axis=0) - b.mean(axis=0)
+    assert cv.item_component.value == pytest.approx(n * np.var(e, ddof=1))
+    # net item part ~ interaction variance / n (0.04 / 400 = 1e-4), not the item effect's 1 / n
+    assert cv.item_part == pytest.approx(0.2 ** 2 / n, rel=0.25)
+    assert cv.item_part < cv.item_component.value
+
+
+def test_one_seed_per_cell_gives_no_interval_and_no_p(real_runs):
+    a, b = (r.per_query for r in real_runs)
+    result = paired_contrast({"A": [a], "B": [b]}, {"A": 1, "B": -1}, "cross", "ap")
+    assert np.isnan(result.ci_low) and np.isnan(result.p_value) and np.isnan(result.mdd)
+    assert result.ci_text() == "no interval (1 seed per cell: seed-to-seed variance unknown)"
+    verdict = result.verdict("greater")
+    assert verdict.outcome == "inconclusive" and "seed-to-seed spread unknown" in verdict.reason
+    # a claim without a p-value stays out of the Holm family
+    other = _result(p_value=0.02, p_holm=0.02)
+    family = apply_holm([result, other])
+    assert np.isnan(family[0].p_holm) and family[1].p_holm == pytest.approx(0.02)
+    assert holm([0.02, float("nan"), 0.04], skip_nan=True)[[0, 2]] == pytest.approx([0.04, 0.04])
+
+
+def test_few_seeds_widen_the_interval():
+    """At 2 seeds the t reference on ~2 df is much wider than a normal one (4.30 vs 1.96)."""
+    rng = np.random.default_rng(9)
+    ta, tb = 0.5 + rng.normal(0, 0.01, 2), 0.5 + rng.normal(0, 0.01, 2)
+    result = paired_contrast(_seed_only_runs(ta, tb), {"A": 1, "B": -1}, "mono", "ap")
+    half_width = (result.ci_high - result.ci_low) / 2
+    assert half_width == pytest.approx(stats.t.ppf(0.975, 2) * result.standard_error, rel=0.03)
+    assert half_width > 2 * stats.norm.ppf(0.975) * result.standard_error
+    with pytest.raises(ValueError, match="method"):
+        paired_contrast(_seed_only_runs(ta, tb), {"A": 1, "B": -1}, "mono", "ap", method="bootstrap")

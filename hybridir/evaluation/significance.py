@@ -7,12 +7,18 @@ weights +1 / -1; a slope over an axis: OLS weights), with
 
 * a point estimate that reproduces the LAReQA summary numbers exactly (per-run statistic =
   the macro average over language-pair cells of per-cell means, see :func:`run_statistic`);
-* a 95% percentile CI from a two-level bootstrap over seeds (within each cell) and items
-  (the same items for every cell: the item id is a question shared by all languages);
-* a p-value from a paired sign-flip randomisation test over items (``scipy.stats.
-  permutation_test``), on seed-averaged per-item contrasts;
+* a 95% CI and a p-value that carry both sources of variance, seeds (the replication unit of
+  training, per cell) and items (the replication unit of evaluation, paired across cells: the
+  item id is a question shared by all languages), from the crossed seeds x items variance
+  decomposition of :mod:`hybridir.evaluation.seed_item_variance` with a small-sample reference:
+  the generalized pivotal quantity (default, ``method="gpq"``) or a t reference on
+  Satterthwaite's degrees of freedom (``method="satterthwaite"``);
 * Holm's correction over the comparisons of one report, the minimum detectable difference,
   and a verdict for a directional or equivalence claim.
+
+The previous method (a two-level percentile bootstrap for the CI, a sign-flip test on
+seed-averaged item contrasts for p) stays reachable as ``method="bootstrap-legacy"``: its
+false positive rate at 2 seeds per cell is several times the nominal 5% (bench/calibration.py).
 
 Formulas: docs/metrics.md, "Paired comparisons and verdicts". Pure numpy / pandas / scipy.
 """
@@ -29,12 +35,17 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from hybridir.evaluation.seed_item_variance import GeneralizedPivot, TReference, contrast_variance
+
 SETTINGS = ("mono", "cross", "multi")
 # Per-query columns a contrast can be computed on; rank_distance exists in the multi setting only.
 MEASURES = ("ap", "r@1", "p@1", "f1@1", "r@10", "p@10", "f1@10", "ndcg@10", "rank_distance")
 LOWER_IS_BETTER = frozenset({"rank_distance"})
 Direction = Literal["greater", "less", "equivalent"]
 Outcome = Literal["supported", "contradicted", "inconclusive"]
+Method = Literal["gpq", "satterthwaite", "bootstrap-legacy"]
+METHODS = ("gpq", "satterthwaite", "bootstrap-legacy")
+DEFAULT_METHOD: Method = "gpq"
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -117,20 +128,31 @@ def slope_weights(axis_values: Mapping[str, float]) -> dict[str, float]:
     return dict(zip(axis_values, centred / (centred @ centred)))
 
 
-def minimum_detectable_difference(standard_error: float, alpha: float = ALPHA, power: float = POWER) -> float:
-    """(z_{1-alpha/2} + z_{power}) * SE: the true |contrast| a two-sided level-alpha test
-    detects with probability ``power`` under a normal approximation."""
-    return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * standard_error)
+def minimum_detectable_difference(
+    standard_error: float, alpha: float = ALPHA, power: float = POWER, df: float = float("inf")
+) -> float:
+    """(q_{1-alpha/2} + q_{power}) * SE: the true |contrast| a two-sided level-alpha test
+    detects with probability ``power``; q are quantiles of t with ``df`` degrees of freedom
+    (the normal when df is infinite)."""
+    ppf = stats.norm.ppf if not np.isfinite(df) else (lambda q: stats.t.ppf(q, df))
+    return float((ppf(1 - alpha / 2) + ppf(power)) * standard_error)
 
 
-def holm(p_values: Sequence[float]) -> np.ndarray:
-    """Holm-adjusted p-values (statsmodels ``multipletests(method="holm")``)."""
+def holm(p_values: Sequence[float], *, skip_nan: bool = False) -> np.ndarray:
+    """Holm-adjusted p-values (statsmodels ``multipletests(method="holm")``).
+
+    ``skip_nan``: NaN entries (comparisons without a test, e.g. 1 seed per cell) stay NaN and
+    are not counted in the family."""
     p = np.asarray(p_values, dtype=float)
     if p.size == 0:
         return p
-    if np.any(~np.isfinite(p)) or np.any((p < 0) | (p > 1)):
+    tested = np.isfinite(p) if skip_nan else np.ones(p.shape, dtype=bool)
+    if np.any(~np.isfinite(p[tested])) or np.any((p[tested] < 0) | (p[tested] > 1)):
         raise ValueError(f"p-values must lie in [0, 1], got {p.tolist()}")
-    return multipletests(p, method="holm")[1]
+    adjusted = np.full(p.shape, np.nan)
+    if tested.any():
+        adjusted[tested] = multipletests(p[tested], method="holm")[1]
+    return adjusted
 
 
 @dataclass(frozen=True)
@@ -169,6 +191,10 @@ class ContrastResult:
     measure: str
     confidence: float = CONFIDENCE
     ci_method: str = ""
+    df: float = float("inf")
+    seed_se: float = float("nan")
+    item_se: float = float("nan")
+    method: str = ""
     item_contrasts: np.ndarray = field(default=None, repr=False, compare=False)
 
     @property
@@ -178,6 +204,8 @@ class ContrastResult:
     def ci_text(self, digits: int = 4) -> str:
         """The CI as text; never "nan": says why when there is no interval."""
         if not (np.isfinite(self.ci_low) and np.isfinite(self.ci_high)):
+            if self.min_seeds < 2 and self.method != "bootstrap-legacy":
+                return "no interval (1 seed per cell: seed-to-seed variance unknown)"
             return "no interval (no resampling distribution)"
         return f"[{self.ci_low:.{digits}f}, {self.ci_high:.{digits}f}]"
 
@@ -317,6 +345,121 @@ def _sign_flip_p(values: np.ndarray, alternative: str, n_resamples: int, rng) ->
     return float(result.pvalue)
 
 
+@dataclass(frozen=True)
+class Inference:
+    """CI, SE and p-value of one contrast (see :func:`contrast_inference`)."""
+
+    ci_low: float
+    ci_high: float
+    standard_error: float
+    p_value: float
+    hypothesis: str
+    ci_method: str
+    df: float = float("inf")
+    seed_se: float = float("nan")
+    item_se: float = float("nan")
+
+
+def _hypothesis(estimate: float, margin: float | None) -> tuple[str, str, float]:
+    """(hypothesis text, alternative, null value) of the test the verdict rules use."""
+    if margin is None:
+        return "contrast = 0 (two-sided)", "two-sided", 0.0
+    if abs(estimate) <= margin:
+        return f"|contrast| >= {margin:g} (equivalence, TOST)", "tost", margin
+    side = 1.0 if estimate > 0 else -1.0
+    return (f"|contrast| <= {margin:g} (one-sided, beyond the margin)", "greater" if side > 0 else "less",
+            side * margin)
+
+
+def contrast_inference(
+    matrices: Mapping[str, np.ndarray],
+    weights: Mapping[str, float],
+    *,
+    margin: float | None = None,
+    method: Method = DEFAULT_METHOD,
+    pool_seeds: bool = True,
+    confidence: float = CONFIDENCE,
+    n_draws: int = 20000,
+    n_resamples: int = 4000,
+    n_permutations: int = 9999,
+    rng: np.random.Generator | int | None = 0,
+    force_two_level: bool = False,
+) -> Inference:
+    """CI, SE and p-value of ``sum_c w_c mean_s sum_i D_c[s, i]`` from the item matrices.
+
+    ``method``: "gpq" (generalized pivotal quantity over the seed x item variance components,
+    the default), "satterthwaite" (t reference on Satterthwaite's df) or "bootstrap-legacy"
+    (two-level percentile bootstrap + sign-flip p on seed-averaged item contrasts).
+    ``pool_seeds`` (default): one seed variance pooled over the cells (df = sum_c (S_c - 1);
+    exact under equal seed variances, docs/metrics.md); False: one per cell (needs >= 2 seeds
+    in every cell, else pooled anyway).
+    The seed-aware methods give no interval (NaN, p NaN) when every cell has 1 seed.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method {method!r} unknown; choose from {METHODS}")
+    rng = np.random.default_rng(rng)
+    weights = {cell: float(w) for cell, w in weights.items()}
+    item_contrasts = sum(weights[c] * np.asarray(matrices[c], dtype=float).mean(axis=0) for c in matrices)
+    estimate = float(item_contrasts.sum())
+    hypothesis, alternative, null = _hypothesis(estimate, margin)
+    n = len(item_contrasts)
+    if n < 2:
+        nan = float("nan")
+        return Inference(nan, nan, nan, 1.0 if method == "bootstrap-legacy" else nan, hypothesis,
+                         "none (fewer than 2 shared items)")
+    if method == "bootstrap-legacy":
+        return _legacy_inference(matrices, weights, item_contrasts, hypothesis, alternative, null, confidence,
+                                 n_resamples, n_permutations, rng, force_two_level)
+    seeds = [np.asarray(m).shape[0] for c, m in matrices.items() if weights[c] != 0]
+    if max(seeds) < 2:
+        nan = float("nan")
+        return Inference(nan, nan, nan, nan, hypothesis, "none (1 seed per cell: seed-to-seed variance unknown)")
+    pooled = pool_seeds or min(seeds) < 2
+    cv = contrast_variance(matrices, weights, pool_seeds=pooled)
+    if method == "gpq":
+        reference = GeneralizedPivot(estimate, cv, draws=n_draws, rng=rng)
+        label = "generalized pivotal quantity"
+    else:
+        reference = TReference(estimate, cv)
+        label = f"t on Satterthwaite df ({cv.df:.1f})"
+    low, high = reference.interval(confidence)
+    if alternative == "tost":
+        p_value = max(reference.p_value(-null, "greater"), reference.p_value(null, "less"))
+    else:
+        p_value = reference.p_value(null, alternative)
+    seeds_text = "seed variance pooled over cells" if pooled else "seed variance per cell"
+    return Inference(
+        low, high, cv.standard_error, float(p_value), hypothesis,
+        f"{label}: seeds x items variance components ({seeds_text}; items paired)",
+        df=cv.df, seed_se=float(np.sqrt(cv.seed_part)), item_se=float(np.sqrt(cv.item_part)),
+    )
+
+
+def _legacy_inference(matrices, weights, item_contrasts, hypothesis, alternative, null, confidence,
+                      n_resamples, n_permutations, rng, force_two_level) -> Inference:
+    """The method before the seed-aware one (kept for comparison, bench/calibration.py)."""
+    one_run_each = all(np.asarray(m).shape[0] == 1 for m in matrices.values())
+    if one_run_each and not force_two_level:
+        boot = stats.bootstrap((item_contrasts,), lambda x, axis: np.sum(x, axis=axis), vectorized=True,
+                               n_resamples=n_resamples, confidence_level=confidence, method="percentile", rng=rng)
+        low, high = map(float, (boot.confidence_interval.low, boot.confidence_interval.high))
+        se = float(boot.standard_error)
+        ci_method = "scipy.stats.bootstrap over items (percentile; one run per cell)"
+    else:
+        low, high, se = two_level_bootstrap(matrices, weights, confidence=confidence, n_resamples=n_resamples, rng=rng)
+        ci_method = "two-level bootstrap over seeds and items (percentile)"
+    n = len(item_contrasts)
+    if alternative == "two-sided":
+        p_value = _sign_flip_p(item_contrasts, "two-sided", n_permutations, rng)
+    elif alternative == "tost":
+        # sum(e_i -/+ m/n) = estimate -/+ m: the sign-flip null placed at either margin.
+        p_value = max(_sign_flip_p(item_contrasts - null / n, "less", n_permutations, rng),
+                      _sign_flip_p(item_contrasts + null / n, "greater", n_permutations, rng))
+    else:
+        p_value = _sign_flip_p(item_contrasts - null / n, alternative, n_permutations, rng)
+    return Inference(low, high, se, p_value, hypothesis, ci_method + " [legacy]")
+
+
 def paired_contrast(
     runs: Mapping[str, Runs],
     weights: Mapping[str, float],
@@ -325,6 +468,9 @@ def paired_contrast(
     *,
     margin: float | None = None,
     confidence: float = CONFIDENCE,
+    method: Method = DEFAULT_METHOD,
+    pool_seeds: bool = True,
+    n_draws: int = 20000,
     n_resamples: int = 4000,
     n_permutations: int = 9999,
     seed: int = 0,
@@ -336,8 +482,9 @@ def paired_contrast(
              are paired for the per-seed contrasts) or a list of DataFrames (keyed by position).
     weights: cell label -> weight (every cell of ``runs``); see difference_weights / slope_weights.
     margin:  an equivalence margin: p_value then tests equivalence (see ContrastResult).
-    The CI comes from scipy.stats.bootstrap (percentile) when every cell has one run, else from
-    :func:`two_level_bootstrap`; ``force_two_level`` uses the latter always (tests).
+    method / pool_seeds: see :func:`contrast_inference` (CI and p-value both come from it).
+    ``n_resamples`` / ``n_permutations`` / ``force_two_level`` concern "bootstrap-legacy" only
+    (its CI is scipy.stats.bootstrap when every cell has one run, unless ``force_two_level``).
     """
     if set(weights) != set(runs):
         raise ValueError(f"weights name cells {sorted(weights)} but runs has {sorted(runs)}")
@@ -350,37 +497,11 @@ def paired_contrast(
     cell_statistics = {cell: float(values.mean()) for cell, values in per_seed.items()}
     estimate = float(sum(weights[c] * cell_statistics[c] for c in matrices))
     item_contrasts = sum(weights[c] * matrices[c].mean(axis=0) for c in matrices)
-    rng = np.random.default_rng(seed)
-
-    one_run_each = all(matrix.shape[0] == 1 for matrix in matrices.values())
-    if len(shared) < 2:
-        low = high = se = float("nan")
-        method = "none (fewer than 2 shared items)"
-    elif one_run_each and not force_two_level:
-        boot = stats.bootstrap((item_contrasts,), lambda x, axis: np.sum(x, axis=axis), vectorized=True,
-                               n_resamples=n_resamples, confidence_level=confidence, method="percentile", rng=rng)
-        low, high = map(float, (boot.confidence_interval.low, boot.confidence_interval.high))
-        se = float(boot.standard_error)
-        method = "scipy.stats.bootstrap over items (percentile; one run per cell)"
-    else:
-        low, high, se = two_level_bootstrap(matrices, weights, confidence=confidence, n_resamples=n_resamples, rng=rng)
-        method = "two-level bootstrap over seeds and items (percentile)"
-
-    n = len(shared)
-    if margin is None:
-        hypothesis = "contrast = 0 (two-sided)"
-        p_value = _sign_flip_p(item_contrasts, "two-sided", n_permutations, rng)
-    elif abs(estimate) <= margin:
-        hypothesis = f"|contrast| >= {margin:g} (equivalence, TOST)"
-        # sum(e_i -/+ m/n) = estimate -/+ m: the sign-flip null placed at either margin.
-        p_value = max(_sign_flip_p(item_contrasts - margin / n, "less", n_permutations, rng),
-                      _sign_flip_p(item_contrasts + margin / n, "greater", n_permutations, rng))
-    else:
-        side = 1.0 if estimate > 0 else -1.0
-        hypothesis = f"|contrast| <= {margin:g} (one-sided, beyond the margin)"
-        p_value = _sign_flip_p(item_contrasts - side * margin / n, "greater" if side > 0 else "less",
-                               n_permutations, rng)
-
+    inference = contrast_inference(
+        matrices, weights, margin=margin, method=method, pool_seeds=pool_seeds, confidence=confidence,
+        n_draws=n_draws, n_resamples=n_resamples, n_permutations=n_permutations, rng=seed,
+        force_two_level=force_two_level,
+    )
     seed_spread = {cell: float(values.std(ddof=1)) if len(values) >= 2 else None for cell, values in per_seed.items()}
     common_seeds = set.intersection(*(set(labels) for labels in seed_labels.values()))
     per_seed_contrasts = None
@@ -389,18 +510,22 @@ def paired_contrast(
             s: float(sum(weights[c] * per_seed[c][seed_labels[c].index(s)] for c in matrices))
             for s in sorted(common_seeds, key=str)
         }
+    se = inference.standard_error
     return ContrastResult(
-        estimate=estimate, ci_low=low, ci_high=high, standard_error=se, p_value=p_value, p_holm=p_value,
-        hypothesis=hypothesis, margin=margin, n_items=n, n_items_dropped=dropped,
+        estimate=estimate, ci_low=inference.ci_low, ci_high=inference.ci_high, standard_error=se,
+        p_value=inference.p_value, p_holm=inference.p_value, hypothesis=inference.hypothesis, margin=margin,
+        n_items=len(shared), n_items_dropped=dropped,
         n_seeds={cell: matrix.shape[0] for cell, matrix in matrices.items()}, cell_statistics=cell_statistics,
         seed_spread=seed_spread, per_seed_contrasts=per_seed_contrasts,
-        mdd=minimum_detectable_difference(se) if np.isfinite(se) else float("nan"),
-        weights=weights, setting=setting, measure=measure, confidence=confidence, ci_method=method,
+        mdd=minimum_detectable_difference(se, df=inference.df) if np.isfinite(se) else float("nan"),
+        weights=weights, setting=setting, measure=measure, confidence=confidence, ci_method=inference.ci_method,
+        df=inference.df, seed_se=inference.seed_se, item_se=inference.item_se, method=method,
         item_contrasts=item_contrasts,
     )
 
 
 def apply_holm(results: Sequence[ContrastResult]) -> list[ContrastResult]:
-    """The same results with ``p_holm`` adjusted over the whole family (one report)."""
-    adjusted = holm([r.p_value for r in results])
+    """The same results with ``p_holm`` adjusted over the whole family (one report); a result
+    without a p-value (1 seed per cell) keeps NaN and does not count in the family."""
+    adjusted = holm([r.p_value for r in results], skip_nan=True)
     return [dataclasses.replace(r, p_holm=float(p)) for r, p in zip(results, adjusted)]
