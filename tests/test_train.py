@@ -309,3 +309,15 @@ def test_partial_fine_tuning_resumes_exactly_with_another_cache_dir(tiny4_dir, p
     moved_cache = config.model_copy(update={"model": config.model.model_copy(update={"activation_cache": str(tmp_path / "b")})})
     train(moved_cache, tmp_path / "cut", resume_from=interrupted.checkpoints[-1][1], callbacks=[resumed], pairs=pairs)
     assert resumed.losses()[6] == pytest.approx(straight.losses()[6], rel=1e-5)
+
+
+def test_the_run_says_where_its_time_went(straight_run):
+    from hybridir.timing import TRAIN_PHASES
+
+    _, result, _ = straight_run
+    phases = result.phase_seconds
+    assert set(phases) == set(TRAIN_PHASES)  # this run evaluates, validates, checkpoints and reports
+    assert all(seconds >= 0.0 for seconds in phases.values())
+    assert phases["steps"] > 0 and phases["checkpoint_write"] > 0 and phases["intermediate_eval"] > 0
+    # steps exclude the other phases: never more than the loop's own clock at its last report
+    assert phases["steps"] <= result.metrics["elapsed_s"] + 0.5
