@@ -61,6 +61,7 @@ from hybridir.loss import InfoNCELoss
 from hybridir.model import BiEncoder, PairEncoder
 from hybridir.overrides import apply_assignments, read_yaml_mapping
 from hybridir.progress import progress_bar, write_line
+from hybridir.timing import PhaseTimes
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class TrainResult:
     metrics: dict
     checkpoint_dir: Path
     model_dir: Path  # the final model, loadable with BiEncoder.load
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # hybridir.timing.TRAIN_PHASES
 
 
 @dataclass
@@ -130,7 +132,9 @@ def train(
     # Ranks differ in seed only for dropout; data order comes from the sampler's own seed.
     seed_everything(config.seed + rank)
 
+    phases = PhaseTimes()
     # ---- data: document-level split, then which items train in which language
+    data_started = time.perf_counter()
     if pairs is None:
         from hybridir.data.registry import load_train_source
 
@@ -143,8 +147,10 @@ def train(
     validation = _validation_batches(validation_pairs, pool.languages, config, rank, world_size)
     if rank == 0:
         log.info("sampler: %s", sampler.describe())
+    phases.add("data_load", time.perf_counter() - data_started)
 
     # ---- model, optimizer, schedule
+    model_started = time.perf_counter()
     model = BiEncoder.load(resume / MODEL_SUBDIR) if resume else BiEncoder.from_config(config.model)
     if config.model.train_layers is not None:
         # Partial fine-tuning: embeddings and lower layers frozen, their states cached on disk.
@@ -168,6 +174,7 @@ def train(
         progress = restore_checkpoint(resume, optimizer, scheduler, rank, world_size)
     if progress.step >= config.max_steps:
         raise ValueError(f"checkpoint {resume_from} is at step {progress.step}; max_steps={config.max_steps}")
+    phases.add("model_load", time.perf_counter() - model_started)
 
     # ---- the loop
     metrics_log = output_dir / METRICS_LOG if rank == 0 else None
@@ -175,7 +182,8 @@ def train(
     batches = sampler.iterate(progress.epoch, progress.index)
     window, pending, metrics, checkpoint_dir = _Window(), {}, {}, None
     model.train()
-    run_started = time.perf_counter() - progress.elapsed_s
+    loop_started = time.perf_counter()
+    run_started = loop_started - progress.elapsed_s
     bar = progress_bar(total=config.max_steps, initial=progress.step, desc="train", unit="step",
                        enabled=None if rank == 0 else False)
     for step in range(progress.step + 1, config.max_steps + 1):
@@ -201,15 +209,17 @@ def train(
         bar.update(1)
 
         if config.eval_every and step % config.eval_every == 0:
-            for callback in callbacks:
-                pending.update(callback.on_evaluate(step, model) or {})
-            model.train()
+            with phases("intermediate_eval"):
+                for callback in callbacks:
+                    pending.update(callback.on_evaluate(step, model) or {})
+                model.train()
         checkpoint_due = step == config.max_steps or (config.checkpoint_every and step % config.checkpoint_every == 0)
         if step % config.log_every == 0 or checkpoint_due:
             progress.elapsed_s = time.perf_counter() - run_started
             metrics = _report(step, window, progress, optimizer, len(sampler), world_size, device)
             if validation:
-                metrics["val_loss"] = _validation_loss(model, validation, validation_pairs, loss_fn, config, autocast)
+                with phases("validation"):
+                    metrics["val_loss"] = _validation_loss(model, validation, validation_pairs, loss_fn, config, autocast)
             metrics.update(pending)
             metrics.update(_cache_metrics(model))
             if step == config.max_steps:  # what each language was trained on, batch by batch
@@ -217,21 +227,27 @@ def train(
             pending, window = {}, _Window()
             _append_jsonl(metrics_log, metrics)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
-            for callback in callbacks:
-                callback.on_log(step, metrics)
+            with phases("reporting"):
+                for callback in callbacks:
+                    callback.on_log(step, metrics)
         if checkpoint_due:
-            model.flush_activation_cache()  # a resumed or retried run finds these states
-            checkpoint_dir = save_checkpoint(
-                step_directory(output_dir, step), model, optimizer, scheduler, config, progress, metrics, rank
-            )
-            if rank == 0 and keep_checkpoints:
-                prune_checkpoints(output_dir / CHECKPOINTS_DIR, keep_checkpoints)
-            for callback in callbacks:
-                callback.on_checkpoint(step, checkpoint_dir, metrics)
+            with phases("checkpoint_write"):
+                model.flush_activation_cache()  # a resumed or retried run finds these states
+                checkpoint_dir = save_checkpoint(
+                    step_directory(output_dir, step), model, optimizer, scheduler, config, progress, metrics, rank
+                )
+                if rank == 0 and keep_checkpoints:
+                    prune_checkpoints(output_dir / CHECKPOINTS_DIR, keep_checkpoints)
+            with phases("reporting"):
+                for callback in callbacks:
+                    callback.on_checkpoint(step, checkpoint_dir, metrics)
 
     bar.close()
     assert checkpoint_dir is not None  # the last step always checkpoints
-    return TrainResult(progress.step, metrics, checkpoint_dir, checkpoint_dir / MODEL_SUBDIR)
+    # The rest of the loop is the steps: batching, collation, forward, backward, update.
+    loop_seconds = time.perf_counter() - loop_started
+    phases.add("steps", loop_seconds - phases.total("validation", "intermediate_eval", "checkpoint_write", "reporting"))
+    return TrainResult(progress.step, metrics, checkpoint_dir, checkpoint_dir / MODEL_SUBDIR, dict(phases.seconds))
 
 
 # ---------------------------------------------------------------------- setup helpers

@@ -44,6 +44,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from hybridir.config import ModelConfig, TrainConfig
 from hybridir.evaluation.evaluator import EvaluationResult, Evaluator, build_evaluator
 from hybridir.model import BiEncoder
+from hybridir.timing import PhaseTimes
 from hybridir.train import METRICS_FILE, MODEL_SUBDIR, TrainCallback, train
 from study.console import configure_worker, train_logging_config
 from study.results import parquet_bytes, per_query_frame, per_query_uri, write_storage_file
@@ -316,6 +317,9 @@ def train_worker(loop_config: dict) -> None:
     """Ray Train worker: train under DDP, then (rank 0) the final evaluation, then one last
     report with the final checkpoint."""
     configure_worker()
+    phases = PhaseTimes()
+    # From the Tune function's start to here: Ray Train's worker group, placement, process group.
+    phases.add("ray_start", max(0.0, time.time() - float(loop_config.get("trial_started_at", time.time()))))
     settings = WorkerSettings.from_loop_config(loop_config["worker"])
     config = TrainConfig.model_validate(loop_config["train_config"])
     per_query_target = loop_config["per_query_uri"]
@@ -331,11 +335,15 @@ def train_worker(loop_config: dict) -> None:
         else:
             result = train(config, output_dir, resume_from=resume_dir, callbacks=[callback], keep_checkpoints=1)
             final_checkpoint = result.checkpoint_dir
+            for name, seconds in result.phase_seconds.items():
+                phases.add(name, seconds)
         final = callback.throughput(config.max_steps)  # before the final evaluation's time
         if callback.rank == 0:
-            with evaluation_threads(settings):
+            with evaluation_threads(settings), phases("final_eval"):
                 final.update(_final_evaluation(callback, final_checkpoint / MODEL_SUBDIR, config.max_steps,
                                                per_query_target))
+        # Where this worker's time went (hybridir.timing; rank 0's view): the row's phase_s/*.
+        final.update(phases.as_metrics())
         if dist.is_available() and dist.is_initialized():
             dist.barrier()  # the other ranks wait for rank 0's evaluation before the report
         # No checkpoint this time: the final one was reported with the last step (a retry
@@ -351,6 +359,7 @@ def run_trial(config: dict, spec_data: dict, storage_path: str, experiment: str)
     ``spec_data`` is the study validated by the driver, as JSON (``tune.with_parameters``);
     validated here once per trial to build its TrainConfig, which the workers get ready-made."""
     configure_worker()
+    trial_started_at = time.time()
     spec = StudySpec.model_validate(spec_data)
     resources = spec.resources
     train_config = trial_train_config(spec, config)
@@ -365,7 +374,8 @@ def run_trial(config: dict, spec_data: dict, storage_path: str, experiment: str)
         train_worker,
         train_loop_config={"worker": WorkerSettings.from_spec(spec).to_loop_config(),
                            "train_config": train_config.model_dump(mode="json"),
-                           "per_query_uri": per_query_uri(storage_path, experiment, trial_id)},
+                           "per_query_uri": per_query_uri(storage_path, experiment, trial_id),
+                           "trial_started_at": trial_started_at},
         scaling_config=ScalingConfig(
             num_workers=resources.num_workers, use_gpu=resources.use_gpu, resources_per_worker=per_worker
         ),

@@ -361,3 +361,15 @@ def test_report_sums_tokens_over_the_group_on_the_training_device():
         dist.destroy_process_group()
     assert metrics["tokens_per_s"] * metrics["s_per_step"] == pytest.approx(10.0)
     assert metrics["loss"] == pytest.approx(1.5)
+
+
+def test_the_run_says_where_its_time_went(straight_run):
+    from hybridir.timing import TRAIN_PHASES
+
+    _, result, _ = straight_run
+    phases = result.phase_seconds
+    assert set(phases) == set(TRAIN_PHASES)  # this run evaluates, validates, checkpoints and reports
+    assert all(seconds >= 0.0 for seconds in phases.values())
+    assert phases["steps"] > 0 and phases["checkpoint_write"] > 0 and phases["intermediate_eval"] > 0
+    # steps exclude the other phases: never more than the loop's own clock at its last report
+    assert phases["steps"] <= result.metrics["elapsed_s"] + 0.5
