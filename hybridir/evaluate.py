@@ -67,7 +67,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--save-embeddings", action="store_true", help="also write the embeddings with their ids")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --max-queries subset")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument(
+        "--device", default=None,
+        help="where the model runs: cpu, cuda, cuda:N, ... (default: cuda if torch sees a GPU, else cpu)",
+    )
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32",
+        help="bf16: bfloat16 autocast (embeddings pooled and normalised in fp32); fp32: exact",
+    )
     args = parser.parse_args(argv)
+    try:
+        args.device = choose_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
     # Everything that can be checked without data or model is checked here, before loading.
     if args.dataset not in list_eval_sets():
         parser.error(f"unknown --dataset {args.dataset!r}; choose from {list_eval_sets()}")
@@ -94,6 +106,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.output is None:
         args.output = Path("results") / "eval" / model_slug(args.model, args.num_layers) / args.dataset
     return args
+
+
+def choose_device(requested: str | None) -> torch.device:
+    """``--device``: the one asked for (checked to exist), else cuda when torch sees a GPU, else cpu."""
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {requested!r}: {exc}") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {requested}: torch sees no CUDA GPU (torch {torch.__version__})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {requested}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type not in ("cpu", "mps", "xpu"):
+        raise ValueError(f"--device {requested!r}: expected cpu, cuda[:N], mps or xpu")
+    return device
 
 
 def _per_language(result: EvaluationResult) -> pd.DataFrame:
@@ -182,16 +212,18 @@ def run(args: argparse.Namespace) -> dict:
         name=args.model, num_layers=args.num_layers, train_layers=args.train_layers,
         activation_cache=str(args.cache_dir) if args.cache_dir else None, activation_cache_max_gb=args.cache_max_gb,
     ))  # fmt: skip
+    model.to(args.device)
     load_s = time.perf_counter() - start
-    log.info("loaded %s and %s in %.1f s", args.dataset, model.display_name, load_s)
+    log.info("loaded %s and %s on %s in %.1f s", args.dataset, model.display_name, args.device, load_s)
 
-    result = evaluator(
-        model,
-        batch_size=args.batch_size,
-        max_query_length=args.max_query_length,
-        max_passage_length=args.max_passage_length,
-        keep_embeddings=args.save_embeddings,
-    )
+    with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+        result = evaluator(
+            model,
+            batch_size=args.batch_size,
+            max_query_length=args.max_query_length,
+            max_passage_length=args.max_passage_length,
+            keep_embeddings=args.save_embeddings,
+        )
     args.output.mkdir(parents=True, exist_ok=True)
     (write_bitext if result.kind == "bitext" else write_lareqa)(result, args.output)
     summary = dict(result.summary)
@@ -210,6 +242,8 @@ def run(args: argparse.Namespace) -> dict:
         n_query_texts=result.info["n_query_texts"],
         n_candidate_texts=result.info["n_candidate_texts"],
         torch_threads=torch.get_num_threads(),
+        device=str(args.device),
+        precision=args.precision,
     )
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary

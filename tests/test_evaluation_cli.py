@@ -85,3 +85,55 @@ def test_the_activation_cache_makes_a_second_evaluation_read_only_and_equal(tmp_
     assert warm["activation_cache_misses"] == 0 and warm["activation_cache_hits"] == cold["activation_cache_misses"]
     for key in ("mono_map", "cross_map", "multi_map", "rank_distance"):
         assert cold[key] == pytest.approx(plain[key], abs=1e-6) and warm[key] == pytest.approx(plain[key], abs=1e-6)
+
+
+# ---------------------------------------------------------------------- device (issue 18 fix 3)
+def test_device_defaults_to_cuda_when_torch_sees_a_gpu(monkeypatch):
+    import torch
+
+    base = ["--model", "me5-small-offline", "--dataset", "xquad-r"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert evaluate.parse_args(base).device == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert evaluate.parse_args(base).device == torch.device("cuda")
+    assert evaluate.parse_args([*base, "--device", "cpu"]).device == torch.device("cpu")  # --device wins
+    assert evaluate.parse_args(base).precision == "fp32"
+
+
+def test_a_missing_gpu_fails_before_loading(monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(evaluate, "run", lambda args: pytest.fail("run() reached with bad arguments"))
+    for device, message in (("cuda", "no CUDA GPU"), ("gpu0", "--device 'gpu0'"), ("meta", "expected cpu, cuda")):
+        with pytest.raises(SystemExit):
+            evaluate.main(["--dataset", "xquad-r", "--device", device])
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device_arg, expected", [(None, "cuda"), ("cpu", "cpu")])
+def test_run_moves_the_model_to_the_chosen_device_and_autocasts_bf16(tiny_encoder_dir, tmp_path, monkeypatch,
+                                                                    device_arg, expected):
+    # Issue 18: on a GPU machine the evaluator silently ran on CPU. A pretend GPU (is_available
+    # patched) must be where run() puts the model; the move itself is recorded, not performed.
+    import torch
+
+    from hybridir.model import BiEncoder
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    moved, autocast = [], []
+    monkeypatch.setattr(BiEncoder, "to", lambda self, device: moved.append(torch.device(device)) or self)
+    real_forward = BiEncoder.forward
+
+    def forward(self, input_ids, attention_mask):
+        autocast.append(torch.is_autocast_enabled("cpu"))
+        return real_forward(self, input_ids, attention_mask)
+
+    monkeypatch.setattr(BiEncoder, "forward", forward)
+    argv = ["--model", str(tiny_encoder_dir), "--dataset", "tatoeba", "--languages", "deu",
+            "--max-queries", "4", "--output", str(tmp_path / "out")]  # fmt: skip
+    if device_arg:
+        argv += ["--device", device_arg, "--precision", "bf16"]
+    summary = evaluate.run(evaluate.parse_args(argv))
+    assert moved == [torch.device(expected)] and summary["device"] == expected
+    assert autocast and all(autocast) == (device_arg == "cpu")  # bf16 autocast on the device's type
