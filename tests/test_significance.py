@@ -372,3 +372,16 @@ def test_equivalence_p_is_tost_on_the_t_reference():
                           method="satterthwaite")
     assert "beyond the margin" in far.hypothesis
     assert far.p_value == pytest.approx(stats.ttest_ind(ta + 0.05 - margin, tb, alternative="greater").pvalue)
+
+
+def test_design_mdd_before_a_run():
+    from hybridir.evaluation.significance import design_mdd
+
+    # seed term only, 4 seeds in each of 2 cells: SE = sd * sqrt(2 / 4), t on 6 df
+    expected = (stats.t.ppf(0.975, 6) + stats.t.ppf(0.8, 6)) * 0.002 * np.sqrt(0.5)
+    assert design_mdd({"A": 1, "B": -1}, 4, seed_sd=0.002) == pytest.approx(expected)
+    # more seeds -> smaller; an item term adds variance (and degrees of freedom)
+    assert design_mdd({"A": 1, "B": -1}, 8, seed_sd=0.002) < expected
+    assert design_mdd({"A": 1, "B": -1}, 4, seed_sd=0.002, item_se=0.002, n_items=1000) > expected
+    with pytest.raises(ValueError, match=">= 2 seeds"):
+        design_mdd({"A": 1, "B": -1}, 1, seed_sd=0.002)
