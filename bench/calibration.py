@@ -53,13 +53,14 @@ STATISTICS = [("cross", "ap", "cross mAP"), ("multi", "ap", "multi mAP"), ("mono
               ("multi", "rank_distance", "rank distance")]
 
 # Seed SD of the run statistic (issue 21: the default study's hybrid cell, 8 seeds) and the
-# residual (seed x item) SD per item in run-statistic units, with the number of items, as
-# measured by `--components-from /work/runs/aa-hybrid-8seeds` (bench/README.md, calibration).
+# residual (seed x item) SD per item in run-statistic units, with the number of items, measured
+# on the first 2 seeds of /work/runs/aa-hybrid-8seeds (`--components-from` measures all of a
+# run's seeds; bench/README.md, "Calibration").
 DEFAULT_COMPONENTS = {
-    "cross mAP": {"seed_sd": 0.0015, "resid_sd": 0.030, "n_items": 1190},
-    "multi mAP": {"seed_sd": 0.0039, "resid_sd": 0.030, "n_items": 1190},
-    "mono mAP": {"seed_sd": 0.0008, "resid_sd": 0.020, "n_items": 1190},
-    "rank distance": {"seed_sd": 6.1, "resid_sd": 120.0, "n_items": 1190},
+    "cross mAP": {"seed_sd": 0.0015, "resid_sd": 0.0095, "n_items": 1190},
+    "multi mAP": {"seed_sd": 0.0039, "resid_sd": 0.0066, "n_items": 1190},
+    "mono mAP": {"seed_sd": 0.0008, "resid_sd": 0.0123, "n_items": 1190},
+    "rank distance": {"seed_sd": 6.1, "resid_sd": 19.2, "n_items": 1190},
 }
 
 METHODS = {
@@ -155,10 +156,11 @@ def load_runs(run_dir: Path, dataset: str | None = None) -> dict[int, pd.DataFra
         run_dir = run_dir.parent.parent
     from study.results import ResultStore
     from study.spec import load_study
+    from study.vocabulary import COMPLETED
 
     store = ResultStore(run_dir)
     trials = store.trials()
-    trials = trials[trials["status"] == "COMPLETED"] if "status" in trials else trials
+    trials = trials[trials["status"] == COMPLETED] if "status" in trials else trials
     base_seed = load_study(run_dir / "study.yaml").train_config({}).seed
     cells = trials["cell"].dropna().unique() if "cell" in trials else [0]
     if len(cells) > 1:
