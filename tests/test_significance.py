@@ -355,3 +355,33 @@ def test_few_seeds_widen_the_interval():
     assert half_width > 2 * stats.norm.ppf(0.975) * result.standard_error
     with pytest.raises(ValueError, match="method"):
         paired_contrast(_seed_only_runs(ta, tb), {"A": 1, "B": -1}, "mono", "ap", method="bootstrap")
+
+
+def test_equivalence_p_is_tost_on_the_t_reference():
+    ta, tb = np.array([0.501, 0.503, 0.499]), np.array([0.500, 0.498, 0.502])
+    runs = _seed_only_runs(ta, tb)
+    margin = 0.01
+    reference = [stats.ttest_ind(ta + margin, tb, alternative="greater").pvalue,  # H0: diff <= -margin
+                 stats.ttest_ind(ta - margin, tb, alternative="less").pvalue]      # H0: diff >= +margin
+    for method, tolerance in (("satterthwaite", 1e-9), ("gpq", 0.03)):
+        result = paired_contrast(runs, {"A": 1, "B": -1}, "mono", "ap", margin=margin, method=method, n_draws=200000)
+        assert "TOST" in result.hypothesis
+        assert result.p_value == pytest.approx(max(reference), rel=tolerance)
+    # beyond the margin: the one-sided test of exceeding it on the estimate's side
+    far = paired_contrast(_seed_only_runs(ta + 0.05, tb), {"A": 1, "B": -1}, "mono", "ap", margin=margin,
+                          method="satterthwaite")
+    assert "beyond the margin" in far.hypothesis
+    assert far.p_value == pytest.approx(stats.ttest_ind(ta + 0.05 - margin, tb, alternative="greater").pvalue)
+
+
+def test_design_mdd_before_a_run():
+    from hybridir.evaluation.significance import design_mdd
+
+    # seed term only, 4 seeds in each of 2 cells: SE = sd * sqrt(2 / 4), t on 6 df
+    expected = (stats.t.ppf(0.975, 6) + stats.t.ppf(0.8, 6)) * 0.002 * np.sqrt(0.5)
+    assert design_mdd({"A": 1, "B": -1}, 4, seed_sd=0.002) == pytest.approx(expected)
+    # more seeds -> smaller; an item term adds variance (and degrees of freedom)
+    assert design_mdd({"A": 1, "B": -1}, 8, seed_sd=0.002) < expected
+    assert design_mdd({"A": 1, "B": -1}, 4, seed_sd=0.002, item_se=0.002, n_items=1000) > expected
+    with pytest.raises(ValueError, match=">= 2 seeds"):
+        design_mdd({"A": 1, "B": -1}, 1, seed_sd=0.002)

@@ -19,8 +19,8 @@ from hybridir.evaluation.seed_item_variance import contrast_variance
 from hybridir.evaluation.significance import contrast_inference
 
 N_ITEMS = 300
-SEED_SD = 0.004  # SD of the run statistic over seeds (multi mAP: 0.0039 measured)
-RESID_SD = 0.03  # seed x item noise per item, in run-statistic units
+SEED_SD = 0.0039  # SD of the run statistic over seeds (multi mAP, 8 seeds of the default study)
+RESID_SD = 0.0066  # seed x item noise per item, run-statistic units (multi mAP, measured)
 REPS = 600
 
 
@@ -69,7 +69,7 @@ def test_new_method_ci_covers_a_true_difference(n_seeds):
 def test_old_method_fails_the_band_at_two_seeds():
     """The check above can fail: the old method calls noise a finding at 2 seeds per cell."""
     rate = false_positive_rate(2, reps=400, method="bootstrap-legacy", n_resamples=400, n_permutations=199)
-    assert rate > 0.095, rate  # outside the band the new method passes (measured: 0.135)
+    assert rate > 0.15, rate  # far outside the band the new method passes (measured: 0.29)
 
 
 def test_variance_estimate_is_unbiased():

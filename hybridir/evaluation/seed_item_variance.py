@@ -270,3 +270,31 @@ class TReference:
 
     def standard_error(self) -> float:
         return self.se
+
+
+def design_standard_error(
+    weights: Mapping[str, float], seeds: Mapping[str, int] | int, seed_sd: float, item_se: float = 0.0,
+    n_items: int | None = None,
+) -> tuple[float, float]:
+    """(SE, Satterthwaite df) a planned design gives a contrast, before it runs.
+
+    seed_sd: SD over seeds of one cell's run statistic (as measured on earlier runs, e.g.
+    ``sqrt(CellAnova.seed_variance)``); item_se: the contrast's paired item term
+    (``sqrt(ContrastVariance.item_part)`` of an earlier run of the same contrast, 0 when
+    unknown); seeds: per cell or one count for every cell. The seed variance is pooled over
+    the cells (the default of the verdicts), df = sum_c (S_c - 1) for it.
+    """
+    counts = {cell: (seeds if isinstance(seeds, int) else seeds[cell]) for cell in weights}
+    if min(counts.values()) < 2:
+        raise ValueError(f"a design needs >= 2 seeds per cell to estimate the seed variance, got {counts}")
+    if seed_sd < 0 or item_se < 0:
+        raise ValueError(f"seed_sd and item_se must be >= 0, got {seed_sd}, {item_se}")
+    seed_part = seed_sd ** 2 * sum(float(w) ** 2 / counts[c] for c, w in weights.items())
+    seed_df = sum(n - 1 for c, n in counts.items() if weights[c] != 0)
+    item_part = item_se ** 2
+    variance = seed_part + item_part
+    if variance == 0:
+        return 0.0, float("inf")
+    item_df = (n_items - 1) if n_items else float("inf")
+    denominator = seed_part ** 2 / seed_df + (item_part ** 2 / item_df if np.isfinite(item_df) else 0.0)
+    return float(np.sqrt(variance)), float(variance ** 2 / denominator) if denominator > 0 else float("inf")

@@ -138,6 +138,18 @@ def minimum_detectable_difference(
     return float((ppf(1 - alpha / 2) + ppf(power)) * standard_error)
 
 
+def design_mdd(
+    weights: Mapping[str, float], seeds: Mapping[str, int] | int, seed_sd: float, item_se: float = 0.0,
+    n_items: int | None = None, alpha: float = ALPHA, power: float = POWER,
+) -> float:
+    """The minimum detectable difference of a planned design (before it runs): see
+    :func:`hybridir.evaluation.seed_item_variance.design_standard_error` for the arguments."""
+    from hybridir.evaluation.seed_item_variance import design_standard_error
+
+    se, df = design_standard_error(weights, seeds, seed_sd, item_se, n_items)
+    return minimum_detectable_difference(se, alpha, power, df)
+
+
 def holm(p_values: Sequence[float], *, skip_nan: bool = False) -> np.ndarray:
     """Holm-adjusted p-values (statsmodels ``multipletests(method="holm")``).
 
