@@ -6,8 +6,9 @@
     python study/export.py RUN_DIR --cell 1 --to exported --push-to-hub me/hybrid-e5-small
 
 Which trial: a cell's best COMPLETED trial over every phase, by the search objective
-(``inter/<search.metric>``, ``search.mode``), the same choice the ``--seeds`` phase makes
-(:func:`study.results.best_trial_per_cell`); never a final test set.
+(``inter/<search.metric>``, ``search.mode``), ties to the earlier-finished trial: the study's one
+selection rule (:mod:`study.selection`), which also picks the ``--seeds`` re-run source, the kept
+checkpoint and the reported trial; never a final test set.
 
 Where its model is: the trial's Ray Train run ``<storage>/train-<phase>-<trial id>/``, newest
 ``checkpoint_*/model/`` (a ``BiEncoder.save`` directory). ``<storage>`` is
@@ -61,8 +62,9 @@ from hybridir.export import (
     push_to_hub,
 )
 from hybridir.model import SETTINGS_FILE, BiEncoder
-from study.results import ResultStore, best_trial_per_cell
+from study.results import ResultStore
 from study.results import storage_location as study_storage
+from study.selection import best_trials
 from study.spec import StudyConfigError, StudySpec, load_study
 from study.vocabulary import (
     AXIS_PREFIX,
@@ -244,7 +246,7 @@ def select_cells(spec: StudySpec, trials: pd.DataFrame, storage: str,
             listing = "; ".join(f"{index}: {_describe_axes(axes)}" for index, axes in enumerate(grid))
             raise StudyExportError(f"study {spec.name!r} has no cell {unknown}; its cells are {listing}")
     metric, mode = intermediate_metric(spec), spec.search.mode
-    best = best_trial_per_cell(trials, metric, mode)
+    best = best_trials(trials, metric, mode)
     if best.empty:
         counts = trials["status"].value_counts().to_dict() if "status" in trials else {}
         raise StudyExportError(

@@ -46,7 +46,7 @@ from typing import Any
 
 import pandas as pd
 
-from study.vocabulary import COMPLETED, STEP, ZERO_SHOT, ZERO_SHOT_FILE, axis_column, train_run_name, tuned_column
+from study.vocabulary import STEP, ZERO_SHOT, ZERO_SHOT_FILE, axis_column, train_run_name, tuned_column
 
 TRIAL_KEY = ["trial_id"]
 HISTORY_KEY = ["trial_id", STEP]
@@ -251,21 +251,6 @@ def flatten_config(config: dict) -> dict:
     row.update({axis_column(k): v for k, v in (config.get("axes") or {}).items()})
     row.update({tuned_column(k): v for k, v in (config.get("tuned") or {}).items()})
     return row
-
-
-def best_trial_per_cell(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
-    """Each cell's best completed trial, over every phase, by the search objective ``metric``
-    (``inter/<search.metric>``; never a final test set), one row per cell, sorted by cell.
-
-    Ties go to the earlier-finished trial, so the choice is stable as trials are added."""
-    if trials.empty or metric not in trials.columns:
-        return trials.iloc[0:0]
-    done = trials[trials["status"] == COMPLETED].dropna(subset=[metric])
-    if done.empty:
-        return done
-    order = done.assign(_rank=done[metric] * (-1 if mode == "max" else 1))
-    order = order.sort_values(["cell", "_rank", "finished_at"], kind="stable")
-    return order.drop_duplicates(subset=["cell"], keep="first").drop(columns="_rank").reset_index(drop=True)
 
 
 def effective_seed(config: dict, base_seed: int | None) -> int | None:

@@ -37,7 +37,6 @@ from study.console import headline_final, say, set_verbosity  # noqa: E402
 from study.spec import TRACKERS, StudyConfigError, StudySpec, dump_study, load_study  # noqa: E402
 from study.vocabulary import (  # noqa: E402
     AXIS_PREFIX,
-    COMPLETED,
     SEARCH,
     SEEDS,
     SPEC_FILE,
@@ -408,22 +407,19 @@ def export_best_models(output: Path) -> list[Path]:
 
 
 def seed_configs(spec: StudySpec, output: Path) -> list[dict]:
-    """Each cell's best completed search trial (by the search objective), once per new seed."""
+    """Each cell's best completed search trial (the selection rule, :mod:`study.selection`),
+    once per new seed."""
     from study.results import ResultStore
+    from study.selection import spec_best_trials
 
-    trials = ResultStore(output).trials()
-    if trials.empty:
-        return []
-    metric = intermediate_metric(spec)
-    done = trials[(trials["phase"] == SEARCH) & (trials["status"] == COMPLETED)].dropna(subset=[metric])
+    best = spec_best_trials(spec, ResultStore(output).trials(), phases=(SEARCH,))
     base_seed = spec.train_config({}).seed
     configs = []
-    for cell, group in done.groupby("cell", sort=True):
-        best = group.sort_values(metric, ascending=spec.search.mode == "min").iloc[0]
-        axes, tuned = prefixed_columns(best, AXIS_PREFIX), prefixed_columns(best, TUNED_PREFIX)
+    for row in best.to_dict("records"):
+        axes, tuned = prefixed_columns(row, AXIS_PREFIX), prefixed_columns(row, TUNED_PREFIX)
         for index in range(spec.search.seeds):
-            configs.append({"phase": SEEDS, "cell": int(cell), "axes": axes, "tuned": tuned,
-                            "seed": base_seed + 1 + index, "source_trial": best["trial_id"]})
+            configs.append({"phase": SEEDS, "cell": int(row["cell"]), "axes": axes, "tuned": tuned,
+                            "seed": base_seed + 1 + index, "source_trial": row["trial_id"]})
     return configs
 
 

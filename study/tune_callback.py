@@ -32,7 +32,8 @@ from study.console import (
     metric_label,
     verbose_enabled,
 )
-from study.results import ResultStore, best_trial_per_cell, flatten_config, per_query_uri, read_storage_file
+from study.results import ResultStore, flatten_config, per_query_uri, read_storage_file
+from study.selection import best_trials
 from study.vocabulary import (
     COMPLETED,
     ERROR,
@@ -142,7 +143,7 @@ class ResultsCallback(Callback):
             metric, mode = keep_best
             trials = self.store.trials()
             cell = trials[(trials["cell"] == row["cell"]) & (trials["status"] == COMPLETED)]
-            best = best_trial_per_cell(cell, metric, mode)
+            best = best_trials(cell, metric, mode)
             keep = set(best["trial_id"])
             drop = {t: phase for t, phase in zip(cell["trial_id"], cell["phase"]) if t not in keep}
         for trial, phase in drop.items():
