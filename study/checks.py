@@ -7,7 +7,6 @@ any trial), so a bad study fails in seconds with the field named, never mid-stud
 from __future__ import annotations
 
 import os
-import uuid
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,6 +23,13 @@ from hybridir.data.splits import LeakageError, check_no_leakage
 from hybridir.evaluation.evaluator import metric_keys
 from hybridir.languages import canonical
 from study.spec import StudyConfigError, StudySpec
+from study.storage import (
+    check_storage_location,
+    check_writable_directory,
+    local_directory,
+    open_optuna_storage,
+    optuna_storage_location,
+)
 
 
 @lru_cache(maxsize=None)
@@ -204,24 +210,20 @@ def check_leakage(spec: StudySpec) -> None:
                 raise StudyConfigError(f"data.source={source!r} leaks into evaluation dataset {dataset!r}: {exc}") from exc
 
 
-def check_output_dir(path: Path, field: str = "--output") -> Path:
-    """Create ``path`` if needed and prove it writable, naming ``field`` otherwise."""
-    path = Path(path).expanduser().resolve()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{uuid.uuid4().hex}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise StudyConfigError(f"{field} {path}: not a writable directory ({exc.strerror or exc})") from None
-    return path
+def check_output_dir(path: str | Path, field: str = "--output") -> Path:
+    """Create local directory ``path`` if needed and prove it writable, naming ``field``
+    otherwise (a cloud URI is refused: :func:`study.storage.local_directory`)."""
+    return check_writable_directory(path, field)
 
 
 def check_storage_path(spec: StudySpec) -> None:
-    """A local ``resources.storage_path`` must be writable (remote URIs are Ray's to check)."""
-    storage = spec.resources.storage_path
-    if storage and "://" not in storage:
-        check_output_dir(Path(storage), field="resources.storage_path")
+    """``resources.storage_path`` opens and takes a file (a local directory, or a URI of a
+    filesystem pyarrow reaches); ``resources.activation_cache`` is a local directory (each
+    node reads and writes its own)."""
+    if spec.resources.storage_path:
+        check_storage_location(spec.resources.storage_path, "resources.storage_path")
+    if spec.resources.activation_cache:
+        local_directory(spec.resources.activation_cache, "resources.activation_cache")
 
 
 def check_optuna_storage(spec: StudySpec, study_dir: Path) -> None:
@@ -229,8 +231,6 @@ def check_optuna_storage(spec: StudySpec, study_dir: Path) -> None:
     path), before Ray starts; nothing is tuned, nothing is stored."""
     if not spec.tune:
         return
-    from study.search import open_optuna_storage, optuna_storage_location
-
     location = optuna_storage_location(spec, study_dir)
     try:
         open_optuna_storage(location)

@@ -6,15 +6,18 @@
     python study/export.py RUN_DIR --cell 1 --to exported --push-to-hub me/hybrid-e5-small
 
 Which trial: a cell's best COMPLETED trial over every phase, by the search objective
-(``inter/<search.metric>``, ``search.mode``), the same choice the ``--seeds`` phase makes
-(:func:`study.results.best_trial_per_cell`); never a final test set.
+(``inter/<search.metric>``, ``search.mode``), ties to the earlier-finished trial: the study's one
+selection rule (:mod:`study.selection`), which also picks the ``--seeds`` re-run source, the kept
+checkpoint and the reported trial; never a final test set.
 
 Where its model is: the trial's Ray Train run ``<storage>/train-<phase>-<trial id>/``, newest
 ``checkpoint_*/model/`` (a ``BiEncoder.save`` directory). ``<storage>`` is
 ``resources.storage_path`` of the frozen study, or ``RUN_DIR/ray``; ``--storage`` overrides both
 (e.g. after moving the study). A relative storage path is taken from the current directory,
-as ``study/run.py`` takes it. A ``scheme://`` storage (``s3://``, ``gs://``, ``file://``) is read
-through ``pyarrow.fs``: the checkpoint's model is copied to a temporary directory first. The
+as ``study/run.py`` takes it. Local or URI (``s3://``, ``gs://``, ``file://``), the storage is read
+through :mod:`study.storage` (``pyarrow.fs``): a URI's checkpoint model is copied to a temporary
+directory first. ``RUN_DIR`` and ``--to`` are local directories: a cloud URI there is an error
+naming the value, never a local folder named ``s3:``. The
 driver deletes finished trials' checkpoints except each cell's best unless the study ran with
 ``--set resources.keep_checkpoints=true``; a trial without one fails with that hint.
 
@@ -37,16 +40,14 @@ offline mode) runs before the first model is loaded. No Ray.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -61,11 +62,15 @@ from hybridir.export import (
     push_to_hub,
 )
 from hybridir.model import SETTINGS_FILE, BiEncoder
-from study.results import ResultStore, best_trial_per_cell
-from study.results import storage_location as study_storage
+from study.results import ResultStore
+from study.selection import best_trials
+from study.storage import is_file, local_copy, local_directory, subdirectories
+from study.storage import join as storage_join
+from study.storage import storage_location as study_storage
 from study.spec import StudyConfigError, StudySpec, load_study
 from study.vocabulary import (
     AXIS_PREFIX,
+    CHECKPOINT_PREFIX,
     COMPLETED,
     FINAL_PREFIX,
     MODEL_DISPLAY_NAME,
@@ -85,7 +90,6 @@ log = logging.getLogger("study.export")
 MODELS_DIR = "models"
 INDEX_FILE = "index.json"
 INDEX_README = "README.md"
-CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint folders: checkpoint_000000, ... (sortable)
 KEEP_CHECKPOINTS_HINT = "--set resources.keep_checkpoints=true"
 # Summary keys that count or time things rather than measure retrieval: left off the card.
 _BOOKKEEPING_PREFIXES = ("n_",)
@@ -113,7 +117,10 @@ class SelectedTrial:
 # ---------------------------------------------------------------------------- reading the study
 def read_study(run_dir: str | Path) -> StudySpec:
     """The frozen study of ``run_dir``; StudyExportError if it is not a study directory."""
-    run_dir = Path(run_dir)
+    try:
+        run_dir = local_directory(run_dir, "RUN_DIR")
+    except StudyConfigError as exc:
+        raise StudyExportError(str(exc)) from None
     path = run_dir / SPEC_FILE
     if not run_dir.is_dir():
         raise StudyExportError(f"{run_dir} is not a study directory: it does not exist")
@@ -136,7 +143,7 @@ def finished_trials(run_dir: Path, spec: StudySpec) -> pd.DataFrame:
 
 def storage_location(spec: StudySpec, run_dir: Path, storage: str | None = None) -> str:
     """Where the study's Ray Train runs are: ``storage`` (a moved study), else where the driver
-    put them (:func:`study.results.storage_location`)."""
+    put them (:func:`study.storage.storage_location`)."""
     return study_storage(storage or spec.resources.storage_path, run_dir)
 
 
@@ -175,52 +182,17 @@ def _missing_checkpoint(trial_id: str, phase: str, folder: str, what: str) -> St
 
 def locate_checkpoint(storage: str, phase: str, trial_id: str) -> str:
     """The newest ``checkpoint_*/model`` of a trial's Train run (a path, or a URI for a
-    ``scheme://`` storage). StudyExportError naming the trial and folder if there is none."""
-    run = f"{storage.rstrip('/')}/{train_run_name(phase, trial_id)}"
-    if "://" not in storage:
-        run_dir = Path(run)
-        checkpoints = sorted(path.name for path in run_dir.glob(f"{CHECKPOINT_PREFIX}*") if path.is_dir())
-        if not checkpoints:
-            raise _missing_checkpoint(trial_id, phase, run, f"no {CHECKPOINT_PREFIX}* folder")
-        model_dir = run_dir / checkpoints[-1] / MODEL_SUBDIR
-        if not (model_dir / SETTINGS_FILE).is_file():
-            raise _missing_checkpoint(trial_id, phase, run, f"the newest checkpoint {checkpoints[-1]} has no "
-                                                           f"{MODEL_SUBDIR}/{SETTINGS_FILE}")
-        return str(model_dir)
-
-    import pyarrow.fs
-
-    filesystem, path = pyarrow.fs.FileSystem.from_uri(run)
-    entries = filesystem.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
-    checkpoints = sorted(
-        entry.base_name for entry in entries
-        if entry.type == pyarrow.fs.FileType.Directory and entry.base_name.startswith(CHECKPOINT_PREFIX)
-    )
+    URI storage; read through :mod:`study.storage`). StudyExportError naming the trial and
+    folder if there is none."""
+    run = storage_join(storage, train_run_name(phase, trial_id))
+    checkpoints = subdirectories(run, CHECKPOINT_PREFIX)
     if not checkpoints:
         raise _missing_checkpoint(trial_id, phase, run, f"no {CHECKPOINT_PREFIX}* folder")
-    settings = filesystem.get_file_info(f"{path}/{checkpoints[-1]}/{MODEL_SUBDIR}/{SETTINGS_FILE}")
-    if settings.type != pyarrow.fs.FileType.File:
+    model_dir = storage_join(run, checkpoints[-1], MODEL_SUBDIR)
+    if not is_file(storage_join(model_dir, SETTINGS_FILE)):
         raise _missing_checkpoint(trial_id, phase, run, f"the newest checkpoint {checkpoints[-1]} has no "
                                                        f"{MODEL_SUBDIR}/{SETTINGS_FILE}")
-    return f"{run}/{checkpoints[-1]}/{MODEL_SUBDIR}"
-
-
-@contextlib.contextmanager
-def local_model_dir(location: str) -> Iterator[Path]:
-    """A local directory holding the checkpoint model at ``location``: the path itself, or a
-    temporary copy (removed afterwards) of a ``scheme://`` URI."""
-    if "://" not in location:
-        yield Path(location)
-        return
-    import pyarrow.fs
-
-    filesystem, path = pyarrow.fs.FileSystem.from_uri(location)
-    with tempfile.TemporaryDirectory(prefix="hybridir-checkpoint-") as temporary:
-        target = Path(temporary) / MODEL_SUBDIR
-        target.mkdir()  # copy_files writes files into it, it does not create it
-        pyarrow.fs.copy_files(path, str(target), source_filesystem=filesystem,
-                              destination_filesystem=pyarrow.fs.LocalFileSystem())
-        yield target
+    return model_dir
 
 
 # ---------------------------------------------------------------------------- choosing trials
@@ -244,7 +216,7 @@ def select_cells(spec: StudySpec, trials: pd.DataFrame, storage: str,
             listing = "; ".join(f"{index}: {_describe_axes(axes)}" for index, axes in enumerate(grid))
             raise StudyExportError(f"study {spec.name!r} has no cell {unknown}; its cells are {listing}")
     metric, mode = intermediate_metric(spec), spec.search.mode
-    best = best_trial_per_cell(trials, metric, mode)
+    best = best_trials(trials, metric, mode)
     if best.empty:
         counts = trials["status"].value_counts().to_dict() if "status" in trials else {}
         raise StudyExportError(
@@ -409,7 +381,7 @@ def trial_card(spec: StudySpec, selected: SelectedTrial, config: TrainConfig, mo
 def _export_selected(spec: StudySpec, selected: SelectedTrial, destination: Path, *, verify: bool,
                      repo_id: str | None) -> Path:
     config = trial_train_config(spec, selected.row)
-    with local_model_dir(selected.checkpoint) as model_dir:
+    with local_copy(selected.checkpoint, MODEL_SUBDIR) as model_dir:
         model = BiEncoder.load(model_dir)
         card = trial_card(spec, selected, config, model, repo_id)
         return export_sentence_transformers(model, destination / selected.directory_name, card, verify=verify)
@@ -513,12 +485,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog="Default destination: RUN_DIR/models/cell-<k>/ (+ index.json, README.md). Which trial, where its "
         "checkpoint is, the layout: the docstring of study/export.py.",
     )
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the study directory (study/run.py --output)")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the study directory (study/run.py --output)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--cell", dest="cells", type=int, nargs="+", action="extend", metavar="N",
                        help="export only these cells' best trials (repeatable)")
     which.add_argument("--trial", metavar="TRIAL_ID", help="export this trial instead of the cells' best")
-    parser.add_argument("--to", type=Path, metavar="DIR", help="write the models under DIR instead of RUN_DIR/models")
+    parser.add_argument("--to", metavar="DIR", help="write the models under DIR instead of RUN_DIR/models")
     parser.add_argument("--storage", metavar="PATH_OR_URI",
                         help="the study's Ray storage, when not resources.storage_path or RUN_DIR/ray (a moved study)")
     parser.add_argument("--push-to-hub", metavar="REPO",
@@ -538,6 +510,10 @@ def main(argv: list[str] | None = None) -> int:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
     try:
+        # Local directories (study.storage): a cloud URI is named here, not written to ./s3:/...
+        args.run_dir = local_directory(args.run_dir, "RUN_DIR")
+        if args.to is not None:
+            args.to = local_directory(args.to, "--to")
         if args.push_to_hub:
             check_can_push(args.push_to_hub)  # offline or malformed: before any work
             if args.trial is None:
@@ -558,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
             print(directory)
         if args.push_to_hub:
             print(push_to_hub(exported[0], args.push_to_hub, private=args.private or None))
-    except (StudyExportError, ExportError) as exc:
+    except (StudyExportError, StudyConfigError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -26,13 +26,14 @@ from study.questions import BUILDERS
 from study.questions.common import ReportContext, plt, save_figure, zero_shot_info
 from study.results import ResultStore
 from study.spec import StudyConfigError, load_study
+from study.storage import local_directory
 from study.verdicts import NOT_TESTED, ClaimNotTestable, _Runs, cell_label, verdict_markdown, write_verdicts
 from study.vocabulary import MODEL_DISPLAY_NAME, MODEL_TRAINING, SPEC_FILE, STEP, intermediate_metric
 
 
 def build_reports(study_dir: Path) -> Path:
     """Write every table and plot of the study in ``study_dir``; returns the report folder."""
-    study_dir = Path(study_dir)
+    study_dir = local_directory(study_dir, "study directory")  # a cloud URI: named, never read as ./s3:/
     if not (study_dir / SPEC_FILE).is_file():
         raise StudyConfigError(f"{study_dir}: no {SPEC_FILE} (not a study directory)")
     spec = load_study(study_dir / SPEC_FILE)
@@ -297,7 +298,7 @@ def _table(table: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python study/report.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("study_dir", type=Path, help="a study directory written by study/run.py")
+    parser.add_argument("study_dir", help="a study directory written by study/run.py (a local path)")
     args = parser.parse_args(argv)
     try:
         out_dir = build_reports(args.study_dir)

@@ -25,7 +25,7 @@ replaces rather than duplicates.
 Per-query transport. A full final evaluation has ~10^5 rows per trial: far too big for Ray's
 metrics dict (Tune keeps every result in its experiment state and result logs). Rank 0 writes
 them as compressed parquet to the trial's own folder of the study's storage path
-(:func:`per_query_uri`, through ``pyarrow.fs``: a local or shared directory, or a cloud URI
+(:func:`per_query_uri`, through :mod:`study.storage` (``pyarrow.fs``): a local or shared directory, or a cloud URI
 such as ``s3://``, the storage Ray itself persists checkpoints to and which a multi-node
 cluster must share), and reports only the row count. The driver copies the file into
 ``results/per_query/`` when the trial finishes, BEFORE it writes the trial's row, so a
@@ -46,7 +46,8 @@ from typing import Any
 
 import pandas as pd
 
-from study.vocabulary import COMPLETED, STEP, ZERO_SHOT, ZERO_SHOT_FILE, axis_column, train_run_name, tuned_column
+from study.storage import join
+from study.vocabulary import STEP, ZERO_SHOT, ZERO_SHOT_FILE, axis_column, train_run_name, tuned_column
 
 TRIAL_KEY = ["trial_id"]
 HISTORY_KEY = ["trial_id", STEP]
@@ -68,48 +69,10 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def storage_location(storage_path: str | None, study_dir: str | Path) -> str:
-    """Where a study's Ray experiments and Train runs live: ``resources.storage_path`` (a URI
-    as given) or ``<study dir>/ray``; local paths absolute (trials' workers write there from
-    their own working directories)."""
-    location = storage_path or str(Path(study_dir) / "ray")
-    return location if "://" in location else os.path.abspath(location)
-
-
 def per_query_uri(storage: str, experiment: str, trial_id: str) -> str:
     """Where a trial's rank 0 leaves its per-query parquet: its Train run's folder of the
     storage path (kept when the driver drops the run's checkpoints)."""
-    return f"{storage.rstrip('/')}/{train_run_name(experiment, trial_id)}/per_query.parquet"
-
-
-def _filesystem(uri: str):
-    import pyarrow.fs
-
-    if "://" not in uri:
-        uri = os.path.abspath(uri)
-    return pyarrow.fs.FileSystem.from_uri(uri)
-
-
-def write_storage_file(uri: str, data: bytes) -> None:
-    """Write ``data`` to a local path or storage URI, whole: a temporary name, then a move, so
-    a reader never sees half a file."""
-    fs, path = _filesystem(uri)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-    with fs.open_output_stream(temporary) as stream:
-        stream.write(data)
-    fs.move(temporary, path)
-
-
-def read_storage_file(uri: str) -> bytes | None:
-    """The bytes at a local path or storage URI, None if there is no such file."""
-    import pyarrow.fs
-
-    fs, path = _filesystem(uri)
-    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as stream:
-        return stream.read()
+    return join(storage, train_run_name(experiment, trial_id), "per_query.parquet")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -251,21 +214,6 @@ def flatten_config(config: dict) -> dict:
     row.update({axis_column(k): v for k, v in (config.get("axes") or {}).items()})
     row.update({tuned_column(k): v for k, v in (config.get("tuned") or {}).items()})
     return row
-
-
-def best_trial_per_cell(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
-    """Each cell's best completed trial, over every phase, by the search objective ``metric``
-    (``inter/<search.metric>``; never a final test set), one row per cell, sorted by cell.
-
-    Ties go to the earlier-finished trial, so the choice is stable as trials are added."""
-    if trials.empty or metric not in trials.columns:
-        return trials.iloc[0:0]
-    done = trials[trials["status"] == COMPLETED].dropna(subset=[metric])
-    if done.empty:
-        return done
-    order = done.assign(_rank=done[metric] * (-1 if mode == "max" else 1))
-    order = order.sort_values(["cell", "_rank", "finished_at"], kind="stable")
-    return order.drop_duplicates(subset=["cell"], keep="first").drop(columns="_rank").reset_index(drop=True)
 
 
 def effective_seed(config: dict, base_seed: int | None) -> int | None:

@@ -37,7 +37,6 @@ from study.console import headline_final, say, set_verbosity  # noqa: E402
 from study.spec import TRACKERS, StudyConfigError, StudySpec, dump_study, load_study  # noqa: E402
 from study.vocabulary import (  # noqa: E402
     AXIS_PREFIX,
-    COMPLETED,
     SEARCH,
     SEEDS,
     SPEC_FILE,
@@ -69,14 +68,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="override one setting (repeatable): a study field (search.seeds=2, resources.num_workers=1, "
         "axes.batching.alpha=[0,1]) or a training-config field (max_steps=20, model.num_layers=1)",
     )
-    parser.add_argument("--resume", type=Path, metavar="DIR", help="continue an interrupted study in DIR")
+    parser.add_argument("--resume", metavar="DIR", help="continue an interrupted study in DIR (a local path)")
     parser.add_argument(
         "--address", help="Ray cluster to join (e.g. 'auto' on a cluster head); default: a local Ray instance"
     )
     parser.add_argument("--num-workers", type=int, help="Ray Train DDP workers per trial (resources.num_workers)")
     parser.add_argument("--samples", type=int, help="Optuna trials per grid cell (search.samples_per_cell)")
     parser.add_argument("--seeds", type=int, help="re-run each cell's best configuration with N seeds (search.seeds)")
-    parser.add_argument("--output", type=Path, help="study directory (default: runs/<study>-<timestamp>)")
+    parser.add_argument("--output", metavar="DIR",
+                        help="study directory, a local or shared-filesystem path (default: runs/<study>-<timestamp>); Ray's checkpoints may go to cloud storage with --set resources.storage_path=s3://...")
     parser.add_argument(
         "--tracker", dest="trackers", action="append", default=[], choices=TRACKERS,
         help="also log every trial's config and metrics to this tracker (repeatable): tensorboard, mlflow "
@@ -91,7 +91,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def resolve_spec(args: argparse.Namespace) -> tuple[StudySpec, Path]:
     """The validated study and its output directory; nothing expensive has run yet."""
+    from study.storage import local_directory
+
     if args.resume is not None:
+        # Study directories are local paths (study.storage): a cloud URI is named here, never
+        # turned into a local folder named "s3:".
+        args.resume = local_directory(args.resume, "--resume")
         frozen = args.resume / SPEC_FILE
         if not frozen.is_file():
             raise StudyConfigError(f"--resume {args.resume}: no {SPEC_FILE} there (not a study directory)")
@@ -112,7 +117,8 @@ def resolve_spec(args: argparse.Namespace) -> tuple[StudySpec, Path]:
     if args.trackers:
         sets.append(f"tracking.trackers={json.dumps(args.trackers)}")
     spec = load_study(args.config or args.study, sets, profile=args.profile)
-    output = args.output or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    output = (local_directory(args.output, "--output") if args.output is not None
+              else Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     return spec, output
 
 
@@ -243,8 +249,7 @@ def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, 
             say(f"{experiment}: {skipped} trial(s) already in results/ are kept; "
                 f"{searcher.remaining_trials} left to run")
         resources = spec.resources.model_dump()
-        local_storage = "://" not in storage
-        cleanup = storage if local_storage and not spec.resources.keep_checkpoints else None
+        cleanup = None if spec.resources.keep_checkpoints else storage
         if searcher.remaining_trials > 0:
             tuner = tune.Tuner(
                 trainable,
@@ -313,8 +318,9 @@ def _restore(path: str, experiment: str, trainable):
     from ray import tune
 
     from study.recovery import broken_state, has_state, quarantine
+    from study.storage import is_uri
 
-    local = "://" not in path
+    local = not is_uri(path)
     if local and not has_state(Path(path)):
         return None
     if not local and not tune.Tuner.can_restore(path):
@@ -408,22 +414,19 @@ def export_best_models(output: Path) -> list[Path]:
 
 
 def seed_configs(spec: StudySpec, output: Path) -> list[dict]:
-    """Each cell's best completed search trial (by the search objective), once per new seed."""
+    """Each cell's best completed search trial (the selection rule, :mod:`study.selection`),
+    once per new seed."""
     from study.results import ResultStore
+    from study.selection import spec_best_trials
 
-    trials = ResultStore(output).trials()
-    if trials.empty:
-        return []
-    metric = intermediate_metric(spec)
-    done = trials[(trials["phase"] == SEARCH) & (trials["status"] == COMPLETED)].dropna(subset=[metric])
+    best = spec_best_trials(spec, ResultStore(output).trials(), phases=(SEARCH,))
     base_seed = spec.train_config({}).seed
     configs = []
-    for cell, group in done.groupby("cell", sort=True):
-        best = group.sort_values(metric, ascending=spec.search.mode == "min").iloc[0]
-        axes, tuned = prefixed_columns(best, AXIS_PREFIX), prefixed_columns(best, TUNED_PREFIX)
+    for row in best.to_dict("records"):
+        axes, tuned = prefixed_columns(row, AXIS_PREFIX), prefixed_columns(row, TUNED_PREFIX)
         for index in range(spec.search.seeds):
-            configs.append({"phase": SEEDS, "cell": int(cell), "axes": axes, "tuned": tuned,
-                            "seed": base_seed + 1 + index, "source_trial": best["trial_id"]})
+            configs.append({"phase": SEEDS, "cell": int(row["cell"]), "axes": axes, "tuned": tuned,
+                            "seed": base_seed + 1 + index, "source_trial": row["trial_id"]})
     return configs
 
 
@@ -437,8 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from study.report import build_reports
-    from study.results import history_rows, storage_location
-    from study.search import CellGridSearch, FixedConfigSearch, PerCellASHA, optuna_storage_location
+    from study.results import history_rows
+    from study.search import CellGridSearch, FixedConfigSearch, PerCellASHA
+    from study.storage import optuna_storage_location, storage_location
 
     started = time.time()
     if spec.resources.activation_cache is None:

@@ -21,7 +21,6 @@ storage after a restore.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -32,6 +31,12 @@ from ray.tune.search import Searcher
 
 from study.console import say
 from study.spec import StudySpec, TunedParam
+from study.storage import (  # noqa: F401 - re-exported: the searcher's storage helpers
+    OPTUNA_JOURNAL_FILE,
+    is_database_url,
+    open_optuna_storage,
+    optuna_storage_location,
+)
 from study.vocabulary import (
     SEARCH,
     STEP,
@@ -77,7 +82,7 @@ def discrete_space_size(spec: StudySpec) -> int | None:
 
 # --- Optuna storage --------------------------------------------------------------------------
 
-OPTUNA_JOURNAL_FILE = "optuna.journal"  # the default Optuna storage, in the study directory
+# Where: study.storage (Ray-free, so the pre-Ray checks open it without this module's Ray imports).
 
 # User attributes of the Optuna studies and trials (what the dashboard shows beside them).
 TUNE_TRIAL_ID = "tune_trial_id"  # the Tune trial (and results/ row) whose outcome the trial holds
@@ -86,32 +91,6 @@ REDRAW_FOR = "redraw_for"  # ... asked while choosing the values of this Tune tr
 ABANDONED = "abandoned"  # why a trial no Tune trial will finish was marked failed
 SOURCE = "source"  # "results": told from results/ after Tune's own state was lost
 FROM_RESULTS = "results"
-
-
-def is_database_url(location: str) -> bool:
-    """An RDB URL (``sqlite:///...``, ``postgresql://...``) rather than a journal file path."""
-    return "://" in location
-
-
-def optuna_storage_location(spec: StudySpec, study_dir: str | os.PathLike) -> str:
-    """Where a study's Optuna studies live: ``search.optuna_storage`` (an RDB URL as given, a
-    journal path relative to the study directory) or ``<study dir>/optuna.journal``.
-
-    Journal paths are made absolute here because the searcher is pickled into Tune's state
-    and reopens its storage from a later process that may run in another directory."""
-    configured = spec.search.optuna_storage
-    if configured and is_database_url(configured):
-        return configured
-    return os.path.abspath(os.path.join(study_dir, os.path.expanduser(configured or OPTUNA_JOURNAL_FILE)))
-
-
-def open_optuna_storage(location: str | None) -> optuna.storages.BaseStorage:
-    """An Optuna storage: in memory (None), a relational database (URL) or a journal file."""
-    if location is None:
-        return optuna.storages.InMemoryStorage()
-    if is_database_url(location):
-        return optuna.storages.RDBStorage(location)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(location))
 
 
 def config_key(tuned: dict) -> str:

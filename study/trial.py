@@ -47,7 +47,8 @@ from hybridir.model import BiEncoder
 from hybridir.timing import PhaseTimes
 from hybridir.train import METRICS_FILE, MODEL_SUBDIR, TrainCallback, train
 from study.console import configure_worker, train_logging_config
-from study.results import parquet_bytes, per_query_frame, per_query_uri, write_storage_file
+from study.results import parquet_bytes, per_query_frame, per_query_uri
+from study.storage import write_file
 from study.spec import EvalSetSettings, EvaluationSettings, StudySpec
 from study.vocabulary import (
     INTER,
@@ -269,7 +270,7 @@ def _final_evaluation(callback: StudyCallback, model_dir: Path, max_steps: int, 
     metrics, tables, per_query = evaluate_sets(callback.settings.evaluation.final, model)
     final.update(metrics)
     # Written before the report: a retry after this point evaluates again and replaces it.
-    write_storage_file(per_query_target, parquet_bytes(per_query))
+    write_file(per_query_target, parquet_bytes(per_query))
     final[PER_QUERY_ROWS] = len(per_query)
     final[MATRICES] = json.dumps(tables)
     final[MODEL_DISPLAY_NAME] = model.display_name

@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,11 @@ from study.console import (
     metric_label,
     verbose_enabled,
 )
-from study.results import ResultStore, best_trial_per_cell, flatten_config, per_query_uri, read_storage_file
+from study.results import ResultStore, flatten_config, per_query_uri
+from study.selection import best_trials
+from study.storage import delete_subdirectories, join, read_file
 from study.vocabulary import (
+    CHECKPOINT_PREFIX,
     COMPLETED,
     ERROR,
     FINAL_PREFIX,
@@ -69,8 +71,9 @@ class ResultsCallback(Callback):
                  keep_best: tuple[str, str] | None = None):
         self._output_dir = Path(output_dir)
         self._resources = resources
-        # Local storage only: a finished trial's Train checkpoints (the full encoder, hundreds
-        # of MB each) are dropped unless resources.keep_checkpoints; results stay in results/.
+        # The storage's Train runs (a path or URI): a finished trial's Train checkpoints (the full
+        # encoder, hundreds of MB each) are dropped unless resources.keep_checkpoints; results stay
+        # in results/. None: nothing is dropped.
         self._train_runs_dir = train_runs_dir
         # (objective, mode): each cell's best completed trial keeps its final checkpoint, the
         # model `study/export.py` publishes; None drops every finished trial's checkpoints.
@@ -142,13 +145,12 @@ class ResultsCallback(Callback):
             metric, mode = keep_best
             trials = self.store.trials()
             cell = trials[(trials["cell"] == row["cell"]) & (trials["status"] == COMPLETED)]
-            best = best_trial_per_cell(cell, metric, mode)
+            best = best_trials(cell, metric, mode)
             keep = set(best["trial_id"])
             drop = {t: phase for t, phase in zip(cell["trial_id"], cell["phase"]) if t not in keep}
         for trial, phase in drop.items():
-            run_dir = Path(self._train_runs_dir) / train_run_name(phase, trial)
-            for checkpoint in run_dir.glob("checkpoint_*"):
-                shutil.rmtree(checkpoint, ignore_errors=True)
+            # Through study.storage: a local directory or a storage URI alike.
+            delete_subdirectories(join(self._train_runs_dir, train_run_name(phase, trial)), CHECKPOINT_PREFIX)
 
     def collect_per_query(self, trial_id: str, expected_rows: float | None = None) -> bool:
         """Copy a finished trial's per-query parquet from the storage path into results/.
@@ -157,7 +159,7 @@ class ResultsCallback(Callback):
         if storage is None:
             return False
         uri = per_query_uri(storage, self._experiment, trial_id)
-        data = read_storage_file(uri)
+        data = read_file(uri)
         if data is None:
             say(f"warning: trial {trial_id}: no per-query results at {uri}")
             return False

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 # --- files and phases -----------------------------------------------------------------------
+CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint folders in a run: checkpoint_000000, ... (sortable)
 SPEC_FILE = "study.yaml"  # the frozen, validated study in its directory (--resume reads it)
 SEARCH = "search"  # phase (and Tune experiment) names
 SEEDS = "seeds"

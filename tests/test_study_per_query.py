@@ -9,13 +9,9 @@ import json
 import pandas as pd
 import pytest
 
-from study.results import (
-    ResultStore,
-    parquet_bytes,
-    per_query_uri,
-    read_storage_file,
-    write_storage_file,
-)
+from study.results import ResultStore, parquet_bytes, per_query_uri
+from study.storage import read_file as read_storage_file
+from study.storage import write_file as write_storage_file
 from study.run import ensure_zero_shot
 from study.spec import load_study
 from study.tune_callback import ResultsCallback

@@ -2,8 +2,8 @@
 
 Per grid cell, a report uses the ``--seeds`` re-runs of the cell's best configuration
 when they exist (mean and 95% t-interval over seeds), else the best completed search
-trial (n = 1, no interval). The best trial is chosen on the search objective (the
-intermediate evaluation), never on the final test metrics.
+trial (n = 1, no interval), by the study's one selection rule (:mod:`study.selection`: the
+search objective, never the final test metrics; ties to the earlier-finished trial).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from study.results import ResultStore  # noqa: E402
+from study.selection import best_trials  # noqa: E402
 from study.spec import StudySpec  # noqa: E402
 from study.vocabulary import (  # noqa: E402
     COMPLETED,
@@ -84,10 +85,9 @@ def representative_trials(ctx: ReportContext) -> dict[int, pd.DataFrame]:
         if len(seeds):
             chosen[int(cell)] = seeds
             continue
-        search = group[group["phase"] == SEARCH]
-        if objective in search:
-            search = search.sort_values(objective, ascending=ctx.spec.search.mode == "min", na_position="last")
-        chosen[int(cell)] = search.head(1)
+        best = best_trials(group, objective, ctx.spec.search.mode, phases=(SEARCH,))
+        if len(best):
+            chosen[int(cell)] = best
     return chosen
 
 
