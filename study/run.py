@@ -476,7 +476,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
     reports = build_reports(output)
-    export_best_models(output)
+    if spec.resources.export_models:
+        export_best_models(output)
+    else:
+        say(f"models not exported (resources.export_models=false); export later: python study/export.py {output}")
     elapsed = time.time() - started
     say(f"finished in {elapsed / 60:.1f} min; results: {output / 'results'}")
     say(f"report: {reports}")

@@ -117,6 +117,12 @@ class ResourceSettings(_Strict):
     max_concurrent_trials: int | None = Field(None, ge=1, description="None: from cluster resources")
     storage_path: str | None = Field(None, description="Ray storage (local dir, shared FS or s3://...)")
     keep_checkpoints: bool = Field(False, description="keep finished trials' Train checkpoints (local storage)")
+    export_models: bool = Field(
+        True,
+        description="export each cell's best trial as a full sentence-transformers model at the end "
+        "(~465 MB each for mE5-small); false: keep only each cell's best (slim) checkpoint and export "
+        "later with `python study/export.py DIR`",
+    )
     activation_cache: str | None = Field(
         None,
         description="directory of the frozen-layer activation cache shared by all trials (model.train_layers); "
