@@ -240,31 +240,29 @@ def test_slope_claim_needs_two_axis_values_from_its_start():
 
 def test_a_fixed_configuration_counts_its_search_trial_as_the_base_seed(tmp_path):
     """The default study tunes nothing: its search trial (base seed) and its seed re-runs are
-    seeds of one configuration, paired by seed across cells."""
+    seeds of one configuration (4 in all), paired by seed across cells."""
     from study.questions.common import ReportContext, representative_trials
     from study.verdicts import compute_verdicts
 
     spec = load_study("default")
-    assert not spec.tune and spec.search.seeds >= 1
+    assert not spec.tune and spec.search.seeds == 3
+    base = spec.train_config({}).seed
     dump_study(spec, tmp_path / "study.yaml")
     store = ResultStore(tmp_path)
     rng = np.random.default_rng(1)
     shifts = {0.0: 0.0, 0.5: 0.08, 1.0: -0.08}
-    base_seed = spec.train_config({}).seed
-    runs = [("search", None)] + [("seeds", base_seed + k) for k in range(1, spec.search.seeds + 1)]
     for cell, axes in enumerate(spec.cells()):
-        for phase, seed in runs:
+        for phase, seed in [("search", None)] + [("seeds", base + k) for k in (1, 2, 3)]:
             trial_id = f"c{cell}{phase}{seed}"
             frame = per_query_rows(rng, cross_shift=shifts[axes["batching.alpha"]])
             store.write_per_query(trial_id, frame)
             store.append_trial(_trial(spec, trial_id, cell, phase, seed=seed), stored_matrices(frame))
     ctx = ReportContext(spec, store, store.trials(), store.history(), tmp_path / "reports")
-    seeds = len(runs)
-    assert {cell: len(rows) for cell, rows in representative_trials(ctx).items()} == {0: seeds, 1: seeds, 2: seeds}
+    assert {cell: len(rows) for cell, rows in representative_trials(ctx).items()} == {0: 4, 1: 4, 2: 4}
     verdicts = compute_verdicts(ctx).set_index("claim")
     row = verdicts.loc["hybrid-beats-xx-cross"]
-    assert row["min_seeds"] == seeds and row["max_seeds"] == seeds
-    assert all(f"seed {base_seed + k}" in row["per_seed_contrasts"] for k in range(seeds))
+    assert row["min_seeds"] == 4 and row["max_seeds"] == 4
+    assert all(f"seed {base + k}" in row["per_seed_contrasts"] for k in range(4))
     assert row["verdict"] == "supported"
 
 
