@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.questions import BUILDERS
+from study.question import get_question
 from study.questions.common import ReportContext, plot_learning_curves, zero_shot_info
 from study.results import ResultStore
 from study.spec import StudyConfigError, load_study
@@ -41,18 +41,23 @@ def build_reports(study_dir: Path) -> Path:
     if not ctx.trials.empty:
         ctx.trials.to_csv(out_dir / "trials.csv", index=False)
     plot_learning_curves(ctx, out_dir / "learning_curves.png")
-    tables = BUILDERS[spec.report.builder](ctx) if not ctx.completed.empty else {}
+    question = get_question(spec.report.builder)
+    tables = question.build(ctx) if not ctx.completed.empty else {}
     for name, table in tables.items():
         table.to_csv(out_dir / f"{name}.csv", index=False)
     verdicts = write_verdicts(ctx, out_dir)
-    (out_dir / "report.md").write_text(_markdown(spec, ctx, tables, verdicts))
+    findings = question.findings(ctx, tables) if question.findings is not None and tables else []
+    (out_dir / "report.md").write_text(_markdown(spec, ctx, tables, verdicts, findings))
     return out_dir
 
 
-def _markdown(spec, ctx: ReportContext, tables: dict[str, pd.DataFrame], verdicts: pd.DataFrame) -> str:
+def _markdown(spec, ctx: ReportContext, tables: dict[str, pd.DataFrame], verdicts: pd.DataFrame,
+              findings: list[str] = ()) -> str:
     counts = ctx.trials["status"].value_counts().to_dict() if not ctx.trials.empty else {}
     lines = [f"# Study `{spec.name}`", "", f"**Question.** {spec.question}", "", "## Verdicts", ""]
     lines += verdict_markdown(verdicts)
+    if findings:  # the question's own section (study.question.Question.findings)
+        lines += ["", "## Findings", "", *findings]
     zero_shot = zero_shot_info(ctx)
     lines += ["", f"Zero-shot baseline: {zero_shot.get('model', 'the untrained model')} (rows `run = zero-shot`; "
               "`*_delta_vs_zero_shot` = change against it)." if zero_shot else

@@ -1,7 +1,7 @@
 """Run a hybrid-batch scaling study on Ray (local by default, or a cluster with --address).
 
     python study/run.py                      # the small default study (< 20 min on 2 CPU cores)
-    python study/run.py --study languages    # Q1 .. Q5: languages | batch | data | scale | ratio
+    python study/run.py --study languages    # a shipped study by name (see --help), or a YAML path
     python study/run.py --study batch --set max_steps=20 --samples 1 --seeds 2
     python study/run.py --resume runs/batch-20250101-120000
 
@@ -47,15 +47,20 @@ from study.vocabulary import (  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from study.question import describe
+    from study.spec import study_names
+
     parser = argparse.ArgumentParser(
         prog="python study/run.py",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Studies live in study/studies/*.yaml; see study/README.md.",
+        # Generated from the files and the question registry: never out of date.
+        epilog="Studies live in study/studies/*.yaml; see study/README.md. Questions a study's "
+        f"report.builder can name:\n{describe()}",
     )
     parser.add_argument(
         "--study", default="default",
-        help="study name (default, languages, batch, data, scale, ratio) or a study YAML path",
+        help=f"study name ({', '.join(study_names())}) or a study YAML path",
     )
     parser.add_argument("--config", type=Path, help="a study YAML file (same as --study PATH)")
     parser.add_argument(
