@@ -78,7 +78,7 @@ def _markdown(spec, ctx: ReportContext, tables: dict[str, pd.DataFrame], verdict
 def _settings(spec, ctx: ReportContext) -> list[str]:
     """What actually ran, from the frozen study: the YAML's deviation notes may describe the
     shipped settings while a run overrode them."""
-    base = spec.train_config({})
+    base = spec.base_config
     models = sorted(set(ctx.trials.get(MODEL_DISPLAY_NAME, pd.Series(dtype=str)).dropna()))
     lines = [f"- profile: `{spec.profile}` ({spec.profiles[spec.profile].description})"] if spec.profile in spec.profiles else []
     lines += [
@@ -103,7 +103,7 @@ def _fine_tuning(spec, ctx: ReportContext) -> str:
     recorded = sorted(set(ctx.trials.get(MODEL_TRAINING, pd.Series(dtype=str)).dropna()))
     if recorded:
         return "; ".join(recorded)
-    values = {spec.train_config({}).model.train_layers, *spec.axes.get("model.train_layers", [])}
+    values = {spec.base_config.model.train_layers, *spec.axes.get("model.train_layers", [])}
     values.discard(None)
     if not values and "model.train_layers" not in spec.tune:
         return "all layers fine-tuned (full fine-tuning)"

@@ -216,24 +216,7 @@ def flatten_config(config: dict) -> dict:
     return row
 
 
-def effective_seed(config: dict, base_seed: int | None) -> int | None:
-    """The seed a trial trains with: its own (``--seeds`` re-runs) or the study's base seed."""
-    seed = config.get("seed")
-    return base_seed if seed is None else int(seed)
-
-
 def history_rows(output_dir: str | Path) -> list[dict]:
     """Every stored intermediate report of a study (deduplicated), as dicts."""
     frame = ResultStore(Path(output_dir)).history()
     return frame.to_dict("records") if len(frame) else []
-
-
-def __getattr__(name: str):
-    # The Tune callback lived here before study.tune_callback: Tune pickled it (module path
-    # included) into the saved state of studies started then, which `--resume` unpickles.
-    # Imported on that access only, so this module itself never imports Ray.
-    if name == "ResultsCallback":
-        from study.tune_callback import ResultsCallback
-
-        return ResultsCallback
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -271,7 +271,7 @@ def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, 
                     callbacks=[
                         ResultsCallback(output, resources, train_runs_dir=cleanup, experiment=experiment,
                                         storage=storage, keep_best=(objective, spec.search.mode)),
-                        TrialConsole(experiment, total, objective, spec.train_config({}).seed,
+                        TrialConsole(experiment, total, objective, spec.base_seed,
                                      max_steps=max_steps_per_cell(spec), already_done=len(done)),
                         *tracker_callbacks(spec, output, experiment),
                     ],
@@ -307,7 +307,7 @@ def tracker_callbacks(spec: StudySpec, output: Path, experiment: str) -> list:
     from study.trackers import tracker_callbacks as build
 
     return build(spec.tracking.trackers, study_name=spec.name, output_dir=output,
-                 base_seed=spec.train_config({}).seed, experiment=experiment,
+                 base_seed=spec.base_seed, experiment=experiment,
                  mlflow_tracking_uri=spec.tracking.mlflow_tracking_uri, wandb_project=spec.tracking.wandb_project)
 
 
@@ -425,7 +425,7 @@ def seed_configs(spec: StudySpec, output: Path) -> list[dict]:
     from study.selection import spec_best_trials
 
     best = spec_best_trials(spec, ResultStore(output).trials(), phases=(SEARCH,))
-    base_seed = spec.train_config({}).seed
+    base_seed = spec.base_seed
     configs = []
     for row in best.to_dict("records"):
         axes, tuned = prefixed_columns(row, AXIS_PREFIX), prefixed_columns(row, TUNED_PREFIX)

@@ -437,6 +437,16 @@ class StudySpec(_Strict):
             if problem and claim.untestable is None:
                 raise ValueError(f"{where}.{problem} (edit the claim, or drop claims with --set claims=[])")
 
+    @property
+    def base_config(self) -> TrainConfig:
+        """The TrainConfig of the base alone (no axis, nothing tuned, the base seed)."""
+        return self.train_config({})
+
+    @property
+    def base_seed(self) -> int:
+        """The seed search trials run with (``--seeds`` re-runs take base_seed + 1, + 2, ...)."""
+        return self.base_config.seed
+
     def cells(self) -> list[dict[str, Any]]:
         """The grid over the scaling axes: one dict (dotted path -> value) per cell."""
         return [dict(zip(self.axes, combo)) for combo in itertools.product(*self.axes.values())]
@@ -483,6 +493,12 @@ class StudySpec(_Strict):
         if value is None or value == "all":
             return caps
         return {**caps, **{lang: value for lang in targets}}
+
+
+def effective_seed(config: dict, base_seed: int | None) -> int | None:
+    """The seed a trial trains with: its own (``--seeds`` re-runs) or the study's base seed."""
+    seed = config.get("seed")
+    return base_seed if seed is None else int(seed)
 
 
 def _set_dotted(tree: dict, path: str, value: Any) -> None:

@@ -31,6 +31,7 @@ from study.console import (
     metric_label,
     verbose_enabled,
 )
+import study.results as _results_module
 from study.results import ResultStore, flatten_config, per_query_uri
 from study.selection import best_trials
 from study.storage import delete_subdirectories, join, read_file
@@ -268,3 +269,10 @@ class TrialConsole(Callback):
         details = getattr(trial, "error_file", None) or getattr(trial, "path", None) or "Tune's experiment folder"
         say(f"{self._label(trial)} error: {describe_config(trial.config, self.base_seed)}; "
             f"details in {details} {self._done(trial, trials)}")
+
+
+# Tune state pickled before this module existed names ``study.results.ResultsCallback``. The
+# name is put there when this module loads, not imported by study.results (which stays Ray-free
+# and outside any import cycle): every unpickling of Tune state (study.recovery's checks and
+# Tuner.restore, in the driver's study.run.run_experiment) happens after that imported this module.
+_results_module.ResultsCallback = ResultsCallback

@@ -85,7 +85,7 @@ class _Runs:
             seed = trial.get("seed")
             fixed_config = not self.ctx.spec.tune  # every run of the cell is the same config
             if fixed_config and pd.isna(seed):
-                seed = self.ctx.spec.train_config({}).seed  # a search trial runs at the base seed
+                seed = self.ctx.spec.base_seed  # a search trial runs at the base seed
             paired = trial.get("phase") == SEEDS or fixed_config
             label = int(seed) if paired and pd.notna(seed) else str(trial["trial_id"])
             runs[label] = rows

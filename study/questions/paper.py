@@ -67,7 +67,7 @@ def _ours(ctx: ReportContext) -> tuple[list[dict], str]:
             records.append({"sampling": sampling_label(alpha), "alpha": alpha, "dataset": dataset, "metric": metric,
                             "mean": row[column], "ci_low": row[f"{column}_ci_low"],
                             "ci_high": row[f"{column}_ci_high"], "n_runs": int(row["n"])})
-    return records, (models[0] if len(models) == 1 else ", ".join(models) or ctx.spec.train_config({}).model.name)
+    return records, (models[0] if len(models) == 1 else ", ".join(models) or ctx.spec.base_config.model.name)
 
 
 def _published(ctx: ReportContext) -> pd.DataFrame:

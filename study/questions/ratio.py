@@ -32,7 +32,7 @@ def _alpha(ctx: ReportContext, row: pd.Series) -> float:
     for column in (axis_column(AXIS), tuned_column(AXIS)):
         if column in row and pd.notna(row[column]):
             return float(row[column])
-    return ctx.spec.train_config({}).batching.effective_alpha
+    return ctx.spec.base_config.batching.effective_alpha
 
 
 def per_language_rows(ctx: ReportContext) -> pd.DataFrame:
