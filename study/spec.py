@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from hybridir.config import TrainConfig
+from hybridir.evaluation.lareqa import SETTINGS as LAREQA_SETTINGS
 from hybridir.overrides import OverrideError, parse_assignment, read_yaml_mapping, set_dotted
 from study.question import (
     NoSettings,
@@ -244,7 +245,7 @@ class Claim(_Strict):
     id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     statement: str
     dataset: str = Field(..., description="one of evaluation.final")
-    setting: Literal["mono", "cross", "multi"]
+    setting: Literal[LAREQA_SETTINGS]  # type: ignore[valid-type]
     measure: Literal[CLAIM_MEASURES]  # type: ignore[valid-type]
     compare: ClaimCompare | None = None
     slope: ClaimSlope | None = None
