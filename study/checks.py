@@ -22,6 +22,7 @@ from hybridir.data.registry import (
 from hybridir.data.splits import LeakageError, check_no_leakage
 from hybridir.evaluation.evaluator import metric_keys
 from hybridir.languages import canonical
+from study.question import get_question
 from study.spec import StudyConfigError, StudySpec
 from study.storage import (
     check_storage_location,
@@ -91,23 +92,29 @@ def check_data(spec: StudySpec) -> None:
                 raise StudyConfigError(f"{where}: data.languages: {data.source} has no language {code!r}")
 
     check_leakage(spec)
+    check_question(spec)
 
-    final_languages = set()
+
+def check_question(spec: StudySpec) -> None:
+    """The pre-Ray checks of the study's question (``report.builder``), if it has any
+    (:class:`study.question.Question` ``check``)."""
+    question = get_question(spec.report.builder)
+    if question.check is not None:
+        question.check(spec)
+
+
+def final_languages(spec: StudySpec) -> set[str]:
+    """The canonical codes of every language the final evaluation scores (its restriction, or
+    the sets' own languages)."""
+    languages: set[str] = set()
     for final in spec.evaluation.final:
-        final_languages |= set(final.languages and map(canonical, final.languages) or _eval_languages(final.dataset))
-    if spec.report.builder == "ratio":
-        for index, code in enumerate(spec.report.low_resource_languages):
-            if _canonical(code, f"report.low_resource_languages[{index}]") not in final_languages:
-                raise StudyConfigError(
-                    f"report.low_resource_languages[{index}]: {code!r} is not evaluated by evaluation.final"
-                )
-    if spec.report.builder == "paper":
-        for index, final in enumerate(spec.evaluation.final):
-            if eval_set_kind(final.dataset) != "lareqa":
-                raise StudyConfigError(
-                    f"evaluation.final[{index}]: {final.dataset!r} is scored as {eval_set_kind(final.dataset)}; the "
-                    "paper report's Mo / Cr / Mul tables need LAReQA-style sets (xquad-r, mlqa-r)"
-                )
+        languages |= set(final.languages and map(canonical, final.languages) or _eval_languages(final.dataset))
+    return languages
+
+
+def canonical_code(code: str, field: str) -> str:
+    """``code`` as a canonical language tag; StudyConfigError naming ``field`` if it is none."""
+    return _canonical(code, field)
 
 
 def check_models(spec: StudySpec) -> None:

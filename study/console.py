@@ -28,7 +28,7 @@ import os
 from typing import Any
 
 from hybridir.progress import write_line
-from study.results import effective_seed
+from study.spec import effective_seed
 from study.vocabulary import FINAL_PREFIX, INTER_PREFIX, MATRICES, STEP
 
 VERBOSE_ENV = "HYBRIDIR_VERBOSE"

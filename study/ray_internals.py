@@ -4,7 +4,10 @@ The study relies on a few things Ray does not promise to keep: the file-name tem
 Tune's saved state and the loader Tune reads it with (to check a state before ``--resume``
 trusts it, :mod:`study.recovery`), the GCS address lookup that tells whether another local
 Ray instance runs (:mod:`study.run`), and the W&B logger's per-trial actor class with the hook
-that selects it (:mod:`study.trackers`, which waits for W&B to flush before Ray kills it). Upgrading Ray means re-checking this module:
+that selects it (:mod:`study.trackers`, which waits for W&B to flush before Ray kills it), the
+per-trial bookkeeping of the TensorBoard and MLflow logger callbacks the study's trackers extend,
+and the rungs and trial table of ``AsyncHyperBandScheduler`` that :class:`study.search.PerCellASHA`
+refills from the study's history. Upgrading Ray means re-checking this module:
 ``tests/test_ray_internals.py`` fails at once when the installed Ray is not
 :data:`PINNED_RAY_VERSION` or one of these names moved.
 """
@@ -53,3 +56,53 @@ def wandb_logging_actor_class() -> type:
         raise RuntimeError("ray.air.integrations.wandb.WandbLoggerCallback no longer selects its logging actor "
                            "through _logger_actor_cls: study/trackers.py needs updating for this Ray version")
     return _WandbLoggingActor
+
+
+def use_wandb_logging_actor(callback_class: type, actor_class: type) -> None:
+    """Make ``callback_class`` (a WandbLoggerCallback subclass) start ``actor_class`` per trial,
+    through the hook ``_logger_actor_cls`` (:func:`wandb_logging_actor_class`)."""
+    wandb_logging_actor_class()  # raises if the hook moved
+    callback_class._logger_actor_cls = actor_class
+
+
+# --- logger callbacks' per-trial bookkeeping (ray.tune.logger / ray.air.integrations) ----------
+
+def tensorboard_writers(callback) -> dict:
+    """``TBXLoggerCallback``'s trial -> open SummaryWriter table (``_trial_writer``)."""
+    return callback._trial_writer
+
+
+def tensorboard_last_results(callback) -> dict:
+    """``TBXLoggerCallback``'s trial -> last logged metrics (``_trial_result``)."""
+    return callback._trial_result
+
+
+def tensorboard_writer_class(callback) -> type:
+    """The SummaryWriter class ``TBXLoggerCallback`` imported (``_summary_writer_cls``)."""
+    return callback._summary_writer_cls
+
+
+def mlflow_trial_runs(callback) -> dict:
+    """``MLflowLoggerCallback``'s trial -> MLflow run id (``_trial_runs``), which its
+    ``log_trial_end`` ends."""
+    return callback._trial_runs
+
+
+# --- AsyncHyperBandScheduler's state (ray.tune.schedulers.async_hyperband) ----------------------
+
+def asha_record_result(scheduler, trial_id: str, step: int, value: float) -> None:
+    """Put one stored result into an ASHA scheduler's rungs as if the trial had just reported
+    it (``_brackets[0].on_result`` with the scheduler's sign, ``_metric_op``)."""
+    from types import SimpleNamespace
+
+    scheduler._brackets[0].on_result(SimpleNamespace(trial_id=trial_id), step, scheduler._metric_op * value)
+
+
+def asha_knows_trial(scheduler, trial_id: str) -> bool:
+    """Whether the scheduler's trial table (``_trial_info``) holds the trial."""
+    return trial_id in scheduler._trial_info
+
+
+def asha_forget_trial(scheduler, trial_id: str) -> None:
+    """Drop a trial from the scheduler's trial table (an errored or removed trial)."""
+    scheduler._trial_info.pop(trial_id, None)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from hybridir.evaluation.significance import LOWER_IS_BETTER, contrast_inference, item_matrices, run_statistic
 from hybridir.languages import canonical
-from study.questions import BUILDERS
+from study.question import get_question
 from study.questions.common import ReportContext, plt, save_figure, zero_shot_info
 from study.results import ResultStore
 from study.spec import StudyConfigError, load_study
@@ -47,13 +47,15 @@ def build_reports(study_dir: Path) -> Path:
     for path in stale:  # a rebuild must not leave a plot the current results no longer give
         path.unlink(missing_ok=True)
     plot_learning_curves(ctx, out_dir / "learning_curves.png")
-    tables = BUILDERS[spec.report.builder](ctx) if not ctx.completed.empty else {}
+    question = get_question(spec.report.builder)
+    tables = question.build(ctx) if not ctx.completed.empty else {}
     for name, table in tables.items():
         table.to_csv(out_dir / f"{name}.csv", index=False)
     verdicts = write_verdicts(ctx, out_dir)
     figures = [path for path in (plot_forest(verdicts, out_dir / FOREST_PLOT),
                                  plot_cells(ctx, out_dir / CELLS_PLOT)) if path is not None]
-    (out_dir / "report.md").write_text(_markdown(spec, ctx, tables, verdicts, figures))
+    findings = question.findings(ctx, tables) if question.findings is not None and tables else []
+    (out_dir / "report.md").write_text(_markdown(spec, ctx, tables, verdicts, figures, findings))
     return out_dir
 
 
@@ -221,7 +223,7 @@ def plot_cells(ctx: ReportContext, path: Path) -> Path | None:
 
 
 def _markdown(spec, ctx: ReportContext, tables: dict[str, pd.DataFrame], verdicts: pd.DataFrame,
-              figures: list[Path] = ()) -> str:
+              figures: list[Path] = (), findings: list[str] = ()) -> str:
     counts = ctx.trials["status"].value_counts().to_dict() if not ctx.trials.empty else {}
     lines = [f"# Study `{spec.name}`", "", f"**Question.** {spec.question}", "", "## Verdicts", ""]
     lines += verdict_markdown(verdicts)
@@ -230,6 +232,8 @@ def _markdown(spec, ctx: ReportContext, tables: dict[str, pd.DataFrame], verdict
                 CELLS_PLOT: "each cell's value with a 95% CI over seeds and questions; dashed: the untrained model"}
     for figure in figures:
         lines += ["", f"![{captions.get(figure.name, figure.stem)}]({figure.name})"]
+    if findings:  # the question's own section (study.question.Question.findings)
+        lines += ["", "## Findings", "", *findings]
     zero_shot = zero_shot_info(ctx)
     lines += ["", f"Zero-shot baseline: {zero_shot.get('model', 'the untrained model')} (rows `run = zero-shot`; "
               "`*_delta_vs_zero_shot` = change against it)." if zero_shot else
@@ -250,7 +254,7 @@ def _markdown(spec, ctx: ReportContext, tables: dict[str, pd.DataFrame], verdict
 def _settings(spec, ctx: ReportContext) -> list[str]:
     """What actually ran, from the frozen study: the YAML's deviation notes may describe the
     shipped settings while a run overrode them."""
-    base = spec.train_config({})
+    base = spec.base_config
     models = sorted(set(ctx.trials.get(MODEL_DISPLAY_NAME, pd.Series(dtype=str)).dropna()))
     lines = [f"- profile: `{spec.profile}` ({spec.profiles[spec.profile].description})"] if spec.profile in spec.profiles else []
     lines += [
@@ -275,7 +279,7 @@ def _fine_tuning(spec, ctx: ReportContext) -> str:
     recorded = sorted(set(ctx.trials.get(MODEL_TRAINING, pd.Series(dtype=str)).dropna()))
     if recorded:
         return "; ".join(recorded)
-    values = {spec.train_config({}).model.train_layers, *spec.axes.get("model.train_layers", [])}
+    values = {spec.base_config.model.train_layers, *spec.axes.get("model.train_layers", [])}
     values.discard(None)
     if not values and "model.train_layers" not in spec.tune:
         return "all layers fine-tuned (full fine-tuning)"

@@ -47,10 +47,22 @@ from typing import Any
 import pandas as pd
 
 from study.storage import join
-from study.vocabulary import STEP, ZERO_SHOT, ZERO_SHOT_FILE, axis_column, train_run_name, tuned_column
+from study.vocabulary import (
+    CELL,
+    PHASE,
+    SEED,
+    SOURCE_TRIAL,
+    STEP,
+    TRIAL_ID,
+    ZERO_SHOT,
+    ZERO_SHOT_FILE,
+    axis_column,
+    train_run_name,
+    tuned_column,
+)
 
-TRIAL_KEY = ["trial_id"]
-HISTORY_KEY = ["trial_id", STEP]
+TRIAL_KEY = [TRIAL_ID]
+HISTORY_KEY = [TRIAL_ID, STEP]
 
 
 def per_query_frame(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -150,9 +162,9 @@ class ResultStore:
             if path.stem == ZERO_SHOT and not include_zero_shot:
                 continue
             frame = pd.read_parquet(path)
-            frame.insert(0, "trial_id", path.stem)
+            frame.insert(0, TRIAL_ID, path.stem)
             frames.append(frame)
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["trial_id", "dataset"])
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[TRIAL_ID, "dataset"])
 
     def zero_shot(self) -> dict | None:
         """``{"model": ..., "metrics": {"final/<dataset>/<key>": value}}`` of the untrained
@@ -173,7 +185,7 @@ class ResultStore:
 
     def finished_trial_ids(self) -> set[str]:
         trials = self.trials()
-        return set(trials["trial_id"]) if len(trials) else set()
+        return set(trials[TRIAL_ID]) if len(trials) else set()
 
 
 def _append_jsonl(path: Path, row: dict) -> None:
@@ -209,31 +221,14 @@ def _latest(rows: list[dict], key: list[str]) -> pd.DataFrame:
 
 def flatten_config(config: dict) -> dict:
     """A trial config as flat columns: ``axis/<path>``, ``tuned/<path>``, phase, cell, seed."""
-    row = {"phase": config.get("phase"), "cell": config.get("cell"), "seed": config.get("seed"),
-           "source_trial": config.get("source_trial")}
+    row = {PHASE: config.get(PHASE), CELL: config.get(CELL), SEED: config.get(SEED),
+           SOURCE_TRIAL: config.get(SOURCE_TRIAL)}
     row.update({axis_column(k): v for k, v in (config.get("axes") or {}).items()})
     row.update({tuned_column(k): v for k, v in (config.get("tuned") or {}).items()})
     return row
-
-
-def effective_seed(config: dict, base_seed: int | None) -> int | None:
-    """The seed a trial trains with: its own (``--seeds`` re-runs) or the study's base seed."""
-    seed = config.get("seed")
-    return base_seed if seed is None else int(seed)
 
 
 def history_rows(output_dir: str | Path) -> list[dict]:
     """Every stored intermediate report of a study (deduplicated), as dicts."""
     frame = ResultStore(Path(output_dir)).history()
     return frame.to_dict("records") if len(frame) else []
-
-
-def __getattr__(name: str):
-    # The Tune callback lived here before study.tune_callback: Tune pickled it (module path
-    # included) into the saved state of studies started then, which `--resume` unpickles.
-    # Imported on that access only, so this module itself never imports Ray.
-    if name == "ResultsCallback":
-        from study.tune_callback import ResultsCallback
-
-        return ResultsCallback
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Run a hybrid-batch scaling study on Ray (local by default, or a cluster with --address).
 
     python study/run.py                      # the small default study (< 20 min on 2 CPU cores)
-    python study/run.py --study languages    # Q1 .. Q5: languages | batch | data | scale | ratio
+    python study/run.py --study languages    # a shipped study by name (see --help), or a YAML path
     python study/run.py --study batch --set max_steps=20 --samples 1 --seeds 2
     python study/run.py --resume runs/batch-20250101-120000
 
@@ -47,15 +47,20 @@ from study.vocabulary import (  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from study.question import describe
+    from study.spec import study_names
+
     parser = argparse.ArgumentParser(
         prog="python study/run.py",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Studies live in study/studies/*.yaml; see study/README.md.",
+        # Generated from the files and the question registry: never out of date.
+        epilog="Studies live in study/studies/*.yaml; see study/README.md. Questions a study's "
+        f"report.builder can name:\n{describe()}",
     )
     parser.add_argument(
         "--study", default="default",
-        help="study name (default, languages, batch, data, scale, ratio) or a study YAML path",
+        help=f"study name ({', '.join(study_names())}) or a study YAML path",
     )
     parser.add_argument("--config", type=Path, help="a study YAML file (same as --study PATH)")
     parser.add_argument(
@@ -266,7 +271,7 @@ def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, 
                     callbacks=[
                         ResultsCallback(output, resources, train_runs_dir=cleanup, experiment=experiment,
                                         storage=storage, keep_best=(objective, spec.search.mode)),
-                        TrialConsole(experiment, total, objective, spec.train_config({}).seed,
+                        TrialConsole(experiment, total, objective, spec.base_seed,
                                      max_steps=max_steps_per_cell(spec), already_done=len(done)),
                         *tracker_callbacks(spec, output, experiment),
                     ],
@@ -302,7 +307,7 @@ def tracker_callbacks(spec: StudySpec, output: Path, experiment: str) -> list:
     from study.trackers import tracker_callbacks as build
 
     return build(spec.tracking.trackers, study_name=spec.name, output_dir=output,
-                 base_seed=spec.train_config({}).seed, experiment=experiment,
+                 base_seed=spec.base_seed, experiment=experiment,
                  mlflow_tracking_uri=spec.tracking.mlflow_tracking_uri, wandb_project=spec.tracking.wandb_project)
 
 
@@ -420,7 +425,7 @@ def seed_configs(spec: StudySpec, output: Path) -> list[dict]:
     from study.selection import spec_best_trials
 
     best = spec_best_trials(spec, ResultStore(output).trials(), phases=(SEARCH,))
-    base_seed = spec.train_config({}).seed
+    base_seed = spec.base_seed
     configs = []
     for row in best.to_dict("records"):
         axes, tuned = prefixed_columns(row, AXIS_PREFIX), prefixed_columns(row, TUNED_PREFIX)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import optuna
@@ -30,6 +29,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
 from study.console import say
+from study.ray_internals import asha_forget_trial, asha_knows_trial, asha_record_result
 from study.spec import StudySpec, TunedParam
 from study.storage import (  # noqa: F401 - re-exported: the searcher's storage helpers
     OPTUNA_JOURNAL_FILE,
@@ -543,10 +543,8 @@ class PerCellASHA(FIFOScheduler):
             for row in self._history_source():
                 if row.get("phase") != SEARCH or row.get(self._metric) is None:
                     continue
-                scheduler = self._scheduler_of(int(row["cell"]))
-                trial = SimpleNamespace(trial_id=row["trial_id"])
-                value = scheduler._metric_op * float(row[self._metric])
-                scheduler._brackets[0].on_result(trial, int(row[STEP]), value)
+                asha_record_result(self._scheduler_of(int(row["cell"])), row["trial_id"], int(row[STEP]),
+                                   float(row[self._metric]))
         return self._cells
 
     def _scheduler_of(self, cell: int) -> AsyncHyperBandScheduler:
@@ -557,7 +555,7 @@ class PerCellASHA(FIFOScheduler):
     def _cell(self, tune_controller, trial) -> AsyncHyperBandScheduler:
         self._schedulers()
         scheduler = self._scheduler_of(int(trial.config["cell"]))
-        if trial.trial_id not in scheduler._trial_info:
+        if not asha_knows_trial(scheduler, trial.trial_id):
             scheduler.on_trial_add(tune_controller, trial)
         return scheduler
 
@@ -571,10 +569,10 @@ class PerCellASHA(FIFOScheduler):
         self._cell(tune_controller, trial).on_trial_complete(tune_controller, trial, result)
 
     def on_trial_error(self, tune_controller, trial) -> None:
-        self._cell(tune_controller, trial)._trial_info.pop(trial.trial_id, None)
+        asha_forget_trial(self._cell(tune_controller, trial), trial.trial_id)
 
     def on_trial_remove(self, tune_controller, trial) -> None:
-        self._cell(tune_controller, trial)._trial_info.pop(trial.trial_id, None)
+        asha_forget_trial(self._cell(tune_controller, trial), trial.trial_id)
 
     def debug_string(self) -> str:
         return "Per-cell ASHA: " + "; ".join(

@@ -25,7 +25,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from study.vocabulary import COMPLETED, PHASES, intermediate_metric
+from study.vocabulary import CELL, COMPLETED, FINISHED_AT, PHASE, PHASES, STATUS, TRIAL_ID, intermediate_metric
 
 _RANK = "__selection_rank"
 _FINISHED = "__selection_finished"
@@ -38,36 +38,36 @@ def ranked_trials(trials: pd.DataFrame, objective: str, mode: str,
     (cell, then best first); the frame's own columns only."""
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-    if trials.empty or objective not in trials.columns or "status" not in trials.columns:
+    if trials.empty or objective not in trials.columns or STATUS not in trials.columns:
         return trials.iloc[0:0]
-    done = trials[trials["status"] == COMPLETED]
-    if "phase" in done.columns:
-        done = done[done["phase"].isin(list(phases))]
+    done = trials[trials[STATUS] == COMPLETED]
+    if PHASE in done.columns:
+        done = done[done[PHASE].isin(list(phases))]
     values = pd.to_numeric(done[objective], errors="coerce")
     done = done[values.notna()]
     if done.empty:
         return done
-    finished = (pd.to_numeric(done["finished_at"], errors="coerce") if "finished_at" in done.columns
+    finished = (pd.to_numeric(done[FINISHED_AT], errors="coerce") if FINISHED_AT in done.columns
                 else pd.Series(float("nan"), index=done.index))
     order = done.assign(**{
         _RANK: values[done.index] * (-1.0 if mode == "max" else 1.0),
         _FINISHED: finished.fillna(float("inf")),
-        _ID: done["trial_id"].astype(str),
+        _ID: done[TRIAL_ID].astype(str),
     })
-    order = order.sort_values(["cell", _RANK, _FINISHED, _ID], kind="stable")
+    order = order.sort_values([CELL, _RANK, _FINISHED, _ID], kind="stable")
     return order.drop(columns=[_RANK, _FINISHED, _ID])
 
 
 def best_trials(trials: pd.DataFrame, objective: str, mode: str, phases: Iterable[str] = PHASES) -> pd.DataFrame:
     """Each cell's best trial by the rule (module doc), one row per cell, sorted by cell."""
     order = ranked_trials(trials, objective, mode, phases)
-    return order.drop_duplicates(subset=["cell"], keep="first").reset_index(drop=True)
+    return order.drop_duplicates(subset=[CELL], keep="first").reset_index(drop=True)
 
 
 def best_trial_ids(trials: pd.DataFrame, objective: str, mode: str, phases: Iterable[str] = PHASES) -> dict[int, str]:
     """``{cell: trial_id}`` of :func:`best_trials`."""
     best = best_trials(trials, objective, mode, phases)
-    return {int(cell): str(trial_id) for cell, trial_id in zip(best["cell"], best["trial_id"])} if len(best) else {}
+    return {int(cell): str(trial_id) for cell, trial_id in zip(best[CELL], best[TRIAL_ID])} if len(best) else {}
 
 
 def spec_best_trials(spec, trials: pd.DataFrame, phases: Iterable[str] = PHASES) -> pd.DataFrame:

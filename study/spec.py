@@ -17,15 +17,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from hybridir.config import TrainConfig
+from hybridir.evaluation.lareqa import SETTINGS as LAREQA_SETTINGS
 from hybridir.overrides import OverrideError, parse_assignment, read_yaml_mapping, set_dotted
+from study.question import (
+    NoSettings,
+    QuestionSettings,
+    default_of,
+    get_question,
+    selector_keywords,
+    settings_owner,
+)
 from study.vocabulary import TARGET_PAIRS_AXIS
 
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"
-
-ReportName = Literal["ratio", "languages", "batch", "data", "scale", "paper"]
 
 
 class StudyConfigError(ValueError):
@@ -151,41 +166,67 @@ class TrackingSettings(_Strict):
         return value
 
 
-class PublishedRow(_Strict):
-    """One row of a paper's published table, printed beside ours and labelled as the paper's."""
-
-    model: str = Field(..., description="the paper's model (e.g. XLM-R)")
-    sampling: Literal["X-X", "X-Y", "hybrid"]
-    dataset: str
-    mono_map: float | None = Field(None, ge=0, le=1)
-    cross_map: float | None = Field(None, ge=0, le=1)
-    multi_map: float | None = Field(None, ge=0, le=1)
-    rank_distance: float | None = Field(None, ge=0)
-    source: str = Field(..., description="where the numbers are printed (paper, table)")
-
-
 class ReportSettings(_Strict):
-    builder: ReportName
-    published: list[PublishedRow] = Field(
-        default_factory=list, description="paper builder: the reference paper's rows, shown beside ours"
-    )
-    reference_languages: int = Field(40, ge=1, description="Q1: language count the change is relative to")
-    low_resource_languages: list[str] = Field(default_factory=lambda: ["th", "hi", "el", "tr", "vi"])
-    target_languages: list[str] | None = Field(
-        None, description="Q3: languages whose in-language data the virtual axis data.pairs_per_target_language caps"
-    )
+    """``report:``: which question the study answers (``builder``, a registered
+    :class:`study.question.Question`), the shared equivalence tolerance, and the question's own
+    settings, written flat beside them in the YAML (``report: {builder: ratio,
+    low_resource_languages: [...]}``) and validated by the question's settings model
+    (``spec.report.settings``)."""
+
+    builder: str = Field(..., description="the research question: a registered report builder (study/question.py)")
     accuracy_tolerance: float = Field(
-        0.01, ge=0, description="Q2: recommend the cheapest Pareto point within this mAP of the best"
+        0.01, ge=0, description="default equivalence margin of claims; the batch question's Pareto tolerance"
     )
+    settings: QuestionSettings = Field(default_factory=NoSettings, exclude=True,
+                                       description="the question's own settings (its settings model)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _question_settings(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or isinstance(data.get("settings"), QuestionSettings):
+            return data
+        data = dict(data)
+        builder = data.get("builder")
+        if not isinstance(builder, str):
+            return data  # the field's own error names report.builder
+        try:
+            question = get_question(builder)
+        except ValueError as exc:
+            raise ValueError(f"report.builder: {exc}") from None
+        own = {key: data.pop(key) for key in list(data) if key not in ("builder", "accuracy_tolerance")}
+        fields = question.settings.model_fields
+        for key in [key for key in own if key not in fields]:
+            other = settings_owner(key, exclude=builder)
+            if other is not None and own[key] == default_of(other.settings, key):
+                # A study frozen before questions had their own settings carries every
+                # question's defaults: left out, they change nothing.
+                del own[key]
+                continue
+            whose = f"; it is a setting of question {other.name!r}" if other is not None else ""
+            raise ValueError(f"report.{key}: not a setting of question {builder!r} "
+                             f"(its settings: {sorted(fields) or 'none'}){whose}")
+        try:
+            data["settings"] = question.settings.model_validate(own)
+        except ValidationError as exc:
+            raise ValueError("; ".join(
+                f"report.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in exc.errors())) from None
+        return data
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: Any, info: Any) -> dict[str, Any]:
+        """The YAML's flat shape: the question's settings beside builder and accuracy_tolerance."""
+        data = handler(self)
+        data.update(self.settings.model_dump(mode=info.mode, by_alias=info.by_alias))
+        return data
 
 
 # --- claims: what a study's report must answer, checked with paired statistics ------------
 # (hybridir.evaluation.significance; computed by study/verdicts.py)
 CLAIM_MEASURES = ("ap", "ndcg@10", "r@1", "r@10", "rank_distance")
-# Selector values chosen from the results instead of named: "best" = the cell of highest
-# claim statistic (lowest for rank_distance) along that axis, per combination of the axes the
-# selector leaves open; "recommended" = the batch report's recommended batch size.
-SELECT_KEYWORDS = ("best", "recommended")
+# Selector values chosen from the results instead of named (study.question.selector_keywords):
+# "best" = the cell of highest claim statistic (lowest for rank_distance) along that axis, per
+# combination of the axes the selector leaves open; the questions add their own (the batch
+# question's "recommended" = its recommended batch size).
 
 
 class ClaimCompare(_Strict):
@@ -210,7 +251,7 @@ class Claim(_Strict):
     id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     statement: str
     dataset: str = Field(..., description="one of evaluation.final")
-    setting: Literal["mono", "cross", "multi"]
+    setting: Literal[LAREQA_SETTINGS]  # type: ignore[valid-type]
     measure: Literal[CLAIM_MEASURES]  # type: ignore[valid-type]
     compare: ClaimCompare | None = None
     slope: ClaimSlope | None = None
@@ -249,7 +290,7 @@ def claim_grid_problem(compare: Any, slope: Any, axes: dict[str, list[Any]]) -> 
         selectors.append(("slope.where", slope.get("where") or {}))
     for where, selector in selectors:
         for path, value in (selector or {}).items() if isinstance(selector, dict) else ():
-            if path in axes and value not in SELECT_KEYWORDS and value not in axes[path]:
+            if path in axes and value not in selector_keywords() and value not in axes[path]:
                 return f"{where}: {path}={value!r} is not a value of axes[{path!r}] {axes[path]}"
     if isinstance(slope, dict) and slope.get("axis") in axes:
         axis, start = slope["axis"], slope.get("from")
@@ -373,18 +414,22 @@ class StudySpec(_Strict):
                 claim.margin = self.report.accuracy_tolerance
             selectors = {"compare.a": claim.compare.a, "compare.b": claim.compare.b} if claim.compare else {
                 "slope.where": claim.slope.where}
+            known = selector_keywords()
             for field, selector in selectors.items():
-                keywords = [path for path, value in selector.items() if value in SELECT_KEYWORDS]
+                keywords = [path for path, value in selector.items() if value in known]
                 if len(keywords) > 1:
-                    raise ValueError(f"{where}.{field}: at most one of {SELECT_KEYWORDS} per side, got {keywords}")
+                    raise ValueError(f"{where}.{field}: at most one of {tuple(known)} per side, got {keywords}")
                 for path, value in selector.items():
                     if path not in self.axes:
                         raise ValueError(f"{where}.{field}: {path!r} is not an axis of the study {sorted(self.axes)}")
-                    if value in SELECT_KEYWORDS and field == "slope.where":
+                    if value in known and field == "slope.where":
                         raise ValueError(f"{where}.slope.where.{path}: {value!r} is for compare only")
-                    if value == "recommended" and (path != "batching.batch_size" or self.report.builder != "batch"):
-                        raise ValueError(f"{where}.{field}.{path}: 'recommended' is the batch report's batch size "
-                                         "(axis batching.batch_size, report.builder batch) only")
+                    owner = known.get(value) if value in known else None
+                    if owner is not None:
+                        rule = get_question(owner).selectors[value]
+                        if path != rule.axis or self.report.builder != owner:
+                            raise ValueError(f"{where}.{field}.{path}: {value!r} is the {owner} report's "
+                                             f"{rule.description} (axis {rule.axis}, report.builder {owner}) only")
             if claim.compare and claim.compare.a == claim.compare.b:
                 raise ValueError(f"{where}.compare: a and b select the same cells {claim.compare.a}")
             if claim.slope:
@@ -398,6 +443,16 @@ class StudySpec(_Strict):
             problem = claim_grid_problem(claim.compare, claim.slope, self.axes)
             if problem and claim.untestable is None:
                 raise ValueError(f"{where}.{problem} (edit the claim, or drop claims with --set claims=[])")
+
+    @property
+    def base_config(self) -> TrainConfig:
+        """The TrainConfig of the base alone (no axis, nothing tuned, the base seed)."""
+        return self.train_config({})
+
+    @property
+    def base_seed(self) -> int:
+        """The seed search trials run with (``--seeds`` re-runs take base_seed + 1, + 2, ...)."""
+        return self.base_config.seed
 
     def cells(self) -> list[dict[str, Any]]:
         """The grid over the scaling axes: one dict (dotted path -> value) per cell."""
@@ -438,13 +493,19 @@ class StudySpec(_Strict):
 
     def _target_caps(self, value: Any) -> dict[str, int]:
         """The virtual axis: one cap for every target language (None or "all": uncapped)."""
-        targets = self.report.target_languages
+        targets = getattr(self.report.settings, "target_languages", None)  # the data question's setting
         if not targets:
-            raise ValueError(f"axis {TARGET_PAIRS_AXIS} needs report.target_languages")
+            raise ValueError(f"axis {TARGET_PAIRS_AXIS} needs report.target_languages (report.builder data)")
         caps = dict(self.base.get("data", {}).get("pairs_per_language", {}))
         if value is None or value == "all":
             return caps
         return {**caps, **{lang: value for lang in targets}}
+
+
+def effective_seed(config: dict, base_seed: int | None) -> int | None:
+    """The seed a trial trains with: its own (``--seeds`` re-runs) or the study's base seed."""
+    seed = config.get("seed")
+    return base_seed if seed is None else int(seed)
 
 
 def _set_dotted(tree: dict, path: str, value: Any) -> None:
@@ -486,6 +547,11 @@ def apply_sets(raw: dict, assignments: list[str]) -> dict:
     return raw
 
 
+def study_names() -> list[str]:
+    """The shipped studies (``study/studies/<name>.yaml``), for ``--study NAME``."""
+    return sorted(path.stem for path in STUDIES_DIR.glob("*.yaml"))
+
+
 def resolve_study_file(name_or_path: str | Path) -> Path:
     """A study name (``languages``) or a YAML path -> the file."""
     candidate = Path(name_or_path)
@@ -495,8 +561,7 @@ def resolve_study_file(name_or_path: str | Path) -> Path:
         return candidate
     path = STUDIES_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in STUDIES_DIR.glob("*.yaml"))
-        raise StudyConfigError(f"unknown study {str(name_or_path)!r}; known: {known}")
+        raise StudyConfigError(f"unknown study {str(name_or_path)!r}; known: {study_names()}")
     return path
 
 

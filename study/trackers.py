@@ -57,9 +57,16 @@ from ray.air.integrations.wandb import WandbLoggerCallback
 from ray.tune.logger import TBXLoggerCallback
 
 from study.console import say
-from study.ray_internals import wandb_logging_actor_class
-from study.results import effective_seed, flatten_config
-from study.spec import StudyConfigError
+from study.ray_internals import (
+    mlflow_trial_runs,
+    tensorboard_last_results,
+    tensorboard_writer_class,
+    tensorboard_writers,
+    use_wandb_logging_actor,
+    wandb_logging_actor_class,
+)
+from study.results import flatten_config
+from study.spec import StudyConfigError, effective_seed
 from study.vocabulary import AXIS_PREFIX, FINAL_PREFIX, INTER_PREFIX, MATRICES, STEP
 
 TENSORBOARD, MLFLOW, WANDB = "tensorboard", "mlflow", "wandb"
@@ -247,8 +254,7 @@ class StudyTensorBoardCallback(NeverFatal, TBXLoggerCallback):
     and tags when the trial ends (Ray's would take Tune's ``evaluated_params``, which fail on a
     search trial's ``seed: None``).
 
-    Uses the base class's writer bookkeeping (``_summary_writer_cls``, ``_trial_writer``,
-    ``_trial_result``)."""
+    Uses the base class's writer bookkeeping, through :mod:`study.ray_internals`."""
 
     tracker_name = TENSORBOARD
 
@@ -261,28 +267,29 @@ class StudyTensorBoardCallback(NeverFatal, TBXLoggerCallback):
         return self._logdir / self._labels.experiment / self._labels.name(trial.trial_id, trial.config)
 
     def log_trial_start(self, trial) -> None:
-        if trial in self._trial_writer:
-            self._trial_writer[trial].close()
-        self._trial_writer[trial] = self._summary_writer_cls(str(self.run_dir(trial)), flush_secs=30)
-        self._trial_result[trial] = {}
+        writers = tensorboard_writers(self)
+        if trial in writers:
+            writers[trial].close()
+        writers[trial] = tensorboard_writer_class(self)(str(self.run_dir(trial)), flush_secs=30)
+        tensorboard_last_results(self)[trial] = {}
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
         step = study_step(result)
         if step is None:
             return
-        if trial not in self._trial_writer:
+        if trial not in tensorboard_writers(self):
             self.log_trial_start(trial)
-        writer = self._trial_writer[trial]
+        writer = tensorboard_writers(self)[trial]
         metrics = study_metrics(result)
         for key, value in metrics.items():
             writer.add_scalar(tracker_key(key), value, global_step=step)
-        self._trial_result[trial] = metrics
+        tensorboard_last_results(self)[trial] = metrics
         # Readable while the study runs, and kept if the driver is killed.
         writer.flush()
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
-        writer = self._trial_writer.pop(trial, None)
-        last = self._trial_result.pop(trial, {})
+        writer = tensorboard_writers(self).pop(trial, None)
+        last = tensorboard_last_results(self).pop(trial, {})
         if writer is None:
             return
         metrics = {tracker_key(key): value for key, value in _evaluation_metrics(last).items()}
@@ -318,7 +325,8 @@ class StudyMLflowCallback(NeverFatal, MLflowLoggerCallback):
     ``log_batch`` per report (Ray's makes one tracking-store call per metric), and the MLflow
     run a trial had before a resume reused (Ray's starts a new one).
 
-    Uses the base class's ``_trial_runs`` (trial -> run id, which its ``log_trial_end`` ends)
+    Uses the base class's trial -> run id table (which its ``log_trial_end`` ends; through
+    :mod:`study.ray_internals`)
     and ``mlflow_util.experiment_id`` (set by its ``setup``)."""
 
     tracker_name = MLFLOW
@@ -344,8 +352,9 @@ class StudyMLflowCallback(NeverFatal, MLflowLoggerCallback):
         return MlflowClient(tracking_uri=self.tracking_uri)
 
     def log_trial_start(self, trial) -> None:
-        if trial not in self._trial_runs:
-            self._trial_runs[trial] = self._resumed_run(trial) or self._new_run(trial)
+        runs = mlflow_trial_runs(self)
+        if trial not in runs:
+            runs[trial] = self._resumed_run(trial) or self._new_run(trial)
 
     def _resumed_run(self, trial) -> str | None:
         """The run of this trial from before a resume (same trial id and phase), marked running again."""
@@ -380,13 +389,13 @@ class StudyMLflowCallback(NeverFatal, MLflowLoggerCallback):
         step = study_step(result)
         if step is None:
             return
-        if trial not in self._trial_runs:
+        if trial not in mlflow_trial_runs(self):
             self.log_trial_start(trial)
         timestamp = int(time.time() * 1000)
         metrics = [Metric(tracker_key(key), value, timestamp, step) for key, value in study_metrics(result).items()]
         client = self._client()
         for start in range(0, len(metrics), _MLFLOW_MAX_METRICS_PER_BATCH):
-            client.log_batch(self._trial_runs[trial], metrics=metrics[start:start + _MLFLOW_MAX_METRICS_PER_BATCH])
+            client.log_batch(mlflow_trial_runs(self)[trial], metrics=metrics[start:start + _MLFLOW_MAX_METRICS_PER_BATCH])
 
 
 # --- Weights & Biases -------------------------------------------------------------------------
@@ -418,13 +427,11 @@ class StudyWandbCallback(NeverFatal, WandbLoggerCallback):
     logging actor, ``study_step`` as W&B's step, and a logging actor that waits for W&B to
     flush the run before Ray kills it.
 
-    Ray private API (Ray 2.60): the logging actor class ``_WandbLoggingActor`` and the hook
-    ``_logger_actor_cls`` that selects it.
+    Ray private API (Ray 2.60), in :mod:`study.ray_internals`: the logging actor class and the
+    hook that selects it.
     """
 
     tracker_name = WANDB
-
-    _logger_actor_cls = _FlushingWandbLoggingActor
 
     def __init__(self, labels: RunLabels, output_dir: Path, project: str):
         super().__init__(project=project, group=labels.experiment)
@@ -460,3 +467,6 @@ class StudyWandbCallback(NeverFatal, WandbLoggerCallback):
         # step goes there (W&B drops steps lower than one it has seen, and Tune's counter
         # restarts at 0 on resume). W&B shows it as a "training_iteration" column too.
         super().log_trial_result(iteration, trial, {**study_metrics(result), STEP: step, TRAINING_ITERATION: step})
+
+
+use_wandb_logging_actor(StudyWandbCallback, _FlushingWandbLoggingActor)

@@ -282,7 +282,7 @@ def zero_shot_evaluation(spec: StudySpec) -> tuple[str, dict[str, float], pd.Dat
     """The untrained starting model (the base training config's ``model`` section) on every
     ``evaluation.final`` set, at the trials' evaluation lengths: (display name, metrics
     ``final/<dataset>/<key>``, per-query rows)."""
-    return _zero_shot(spec.train_config({}).model, spec.evaluation.final, spec.resources.use_gpu)
+    return _zero_shot(spec.base_config.model, spec.evaluation.final, spec.resources.use_gpu)
 
 
 def _zero_shot(model_config: ModelConfig, final: list[EvalSetSettings],
@@ -296,7 +296,7 @@ def _zero_shot(model_config: ModelConfig, final: list[EvalSetSettings],
 
 def zero_shot_inputs(spec: StudySpec) -> dict:
     """The keyword arguments of :func:`zero_shot_task` (JSON): the pieces of the study it uses."""
-    return {"model_config": spec.train_config({}).model.model_dump(mode="json"),
+    return {"model_config": spec.base_config.model.model_dump(mode="json"),
             "final": [settings.model_dump(mode="json") for settings in spec.evaluation.final],
             "use_gpu": spec.resources.use_gpu}
 

@@ -31,19 +31,25 @@ from study.console import (
     metric_label,
     verbose_enabled,
 )
+import study.results as _results_module
 from study.results import ResultStore, flatten_config, per_query_uri
 from study.selection import best_trials
 from study.storage import delete_subdirectories, join, read_file
 from study.vocabulary import (
+    CELL,
     CHECKPOINT_PREFIX,
     COMPLETED,
     ERROR,
     FINAL_PREFIX,
+    FINISHED_AT,
     MATRICES,
     PER_QUERY_ROWS,
+    PHASE,
     PRUNED,
     SEARCH,
+    STATUS,
     STEP,
+    TRIAL_ID,
     WALL_TIME,
     WORKER_SECONDS,
     train_run_name,
@@ -96,7 +102,7 @@ class ResultsCallback(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if STEP not in result:
             return
-        row = {"trial_id": trial.trial_id, STEP: result[STEP], "time": time.time()}
+        row = {TRIAL_ID: trial.trial_id, STEP: result[STEP], "time": time.time()}
         row.update(flatten_config(trial.config))
         row.update(_scalars(result))
         self.store.append_history(row)
@@ -116,7 +122,7 @@ class ResultsCallback(Callback):
         has_final = any(key.startswith(FINAL_PREFIX) for key in result)
         status = status or (COMPLETED if has_final else PRUNED)
         wall = float(result.get("time_total_s") or 0.0)
-        row = {"trial_id": trial_id, "status": status, "finished_at": time.time()}
+        row = {TRIAL_ID: trial_id, STATUS: status, FINISHED_AT: time.time()}
         row.update(flatten_config(config))
         row.update(_scalars(result))
         row.update(
@@ -141,13 +147,12 @@ class ResultsCallback(Callback):
         """Free the disk of finished trials' checkpoints, except the cell's best trial's."""
         keep_best = getattr(self, "_keep_best", None)  # absent in callbacks pickled by older versions
         drop = {trial_id: self._experiment}
-        if keep_best is not None and row["status"] == COMPLETED:
+        if keep_best is not None and row[STATUS] == COMPLETED:
             metric, mode = keep_best
             trials = self.store.trials()
-            cell = trials[(trials["cell"] == row["cell"]) & (trials["status"] == COMPLETED)]
-            best = best_trials(cell, metric, mode)
-            keep = set(best["trial_id"])
-            drop = {t: phase for t, phase in zip(cell["trial_id"], cell["phase"]) if t not in keep}
+            cell = trials[(trials[CELL] == row[CELL]) & (trials[STATUS] == COMPLETED)]
+            keep = set(best_trials(cell, metric, mode)[TRIAL_ID])
+            drop = {t: phase for t, phase in zip(cell[TRIAL_ID], cell[PHASE]) if t not in keep}
         for trial, phase in drop.items():
             # Through study.storage: a local directory or a storage URI alike.
             delete_subdirectories(join(self._train_runs_dir, train_run_name(phase, trial)), CHECKPOINT_PREFIX)
@@ -179,10 +184,10 @@ class ResultsCallback(Callback):
         trials = self.store.trials()
         if trials.empty:
             return 0
-        done = trials[(trials["phase"] == self._experiment) & (trials["status"] == COMPLETED)]
+        done = trials[(trials[PHASE] == self._experiment) & (trials[STATUS] == COMPLETED)]
         return sum(
             self.collect_per_query(trial_id, row.get(PER_QUERY_ROWS))
-            for trial_id, row in zip(done["trial_id"], done.to_dict("records"))
+            for trial_id, row in zip(done[TRIAL_ID], done.to_dict("records"))
             if not self.store.has_per_query(trial_id)
         )
 
@@ -193,7 +198,7 @@ class ResultsCallback(Callback):
         added = 0
         for result in grid:
             metrics = dict(result.metrics or {})
-            trial_id = metrics.get("trial_id")
+            trial_id = metrics.get(TRIAL_ID)
             if not trial_id or trial_id in known:
                 continue
             finished = result.error is not None or any(k.startswith(FINAL_PREFIX) for k in metrics) or metrics.get("done")
@@ -237,7 +242,7 @@ class TrialConsole(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if STEP not in result or any(key.startswith(FINAL_PREFIX) for key in result):
             return  # the final report is the "completed" line
-        max_steps = self.max_steps.get(trial.config.get("cell"))
+        max_steps = self.max_steps.get(trial.config.get(CELL))
         say(f"{self._label(trial)} {progress_line(result, max_steps, self.objective)}")
         if self.verbose:
             say(f"{self._label(trial)} {full_dict(result)}")
@@ -268,3 +273,10 @@ class TrialConsole(Callback):
         details = getattr(trial, "error_file", None) or getattr(trial, "path", None) or "Tune's experiment folder"
         say(f"{self._label(trial)} error: {describe_config(trial.config, self.base_seed)}; "
             f"details in {details} {self._done(trial, trials)}")
+
+
+# Tune state pickled before this module existed names ``study.results.ResultsCallback``. The
+# name is put there when this module loads, not imported by study.results (which stays Ray-free
+# and outside any import cycle): every unpickling of Tune state (study.recovery's checks and
+# Tuner.restore, in the driver's study.run.run_experiment) happens after that imported this module.
+_results_module.ResultsCallback = ResultsCallback

@@ -26,6 +26,7 @@ from hybridir.evaluation.significance import (
     slope_weights,
 )
 from hybridir.languages import canonical
+from study.question import get_question, selector_keywords
 from study.questions.common import ReportContext, representative_trials
 from study.spec import Claim
 from study.vocabulary import SEEDS
@@ -85,7 +86,7 @@ class _Runs:
             seed = trial.get("seed")
             fixed_config = not self.ctx.spec.tune  # every run of the cell is the same config
             if fixed_config and pd.isna(seed):
-                seed = self.ctx.spec.train_config({}).seed  # a search trial runs at the base seed
+                seed = self.ctx.spec.base_seed  # a search trial runs at the base seed
             paired = trial.get("phase") == SEEDS or fixed_config
             label = int(seed) if paired and pd.notna(seed) else str(trial["trial_id"])
             runs[label] = rows
@@ -100,13 +101,13 @@ class _Runs:
 def _matching_cells(ctx: ReportContext, selector: dict) -> list[int]:
     cells = ctx.spec.cells() or [{}]
     return [i for i, axes in enumerate(cells)
-            if all(axes.get(path) == value for path, value in selector.items() if value not in ("best", "recommended"))]
+            if all(axes.get(path) == value for path, value in selector.items() if value not in selector_keywords())]
 
 
 def _chosen_cells(ctx: ReportContext, runs: _Runs, claim: Claim, selector: dict) -> list[int]:
     """The cells one side of a comparison stands for (a keyword picks one per group)."""
     matching = _matching_cells(ctx, selector)
-    keyword_axes = [path for path, value in selector.items() if value in ("best", "recommended")]
+    keyword_axes = [path for path, value in selector.items() if value in selector_keywords()]
     if not keyword_axes:
         return matching
     path = keyword_axes[0]
@@ -116,15 +117,16 @@ def _chosen_cells(ctx: ReportContext, runs: _Runs, claim: Claim, selector: dict)
     groups: dict[tuple, list[int]] = {}
     for cell in matching:
         groups.setdefault(tuple(repr(cells[cell][p]) for p in open_axes), []).append(cell)
-    if keyword == "recommended":
-        from study.questions.batch import recommend
-
-        recommended = set(recommend(ctx)[1].get("cell", pd.Series(dtype=int)).astype(int))
+    owner = selector_keywords()[keyword]
+    if owner is not None:  # a question's own keyword (study.question.Selector)
+        rule = get_question(owner).selectors[keyword]
+        selected = rule.cells(ctx)
         chosen = []
         for members in groups.values():
-            picks = [c for c in members if c in recommended]
+            picks = [c for c in members if c in selected]
             if not picks:
-                raise ClaimNotTestable(f"no recommended batch size yet among {[cell_label(ctx, c) for c in members]}")
+                raise ClaimNotTestable(f"no {keyword} {rule.description} yet among "
+                                       f"{[cell_label(ctx, c) for c in members]}")
             chosen += picks
         return chosen
     chosen = []

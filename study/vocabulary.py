@@ -34,6 +34,10 @@ PHASES = (SEARCH, SEEDS)
 ZERO_SHOT = "zero-shot"  # the untrained model: its per-query file stem and its rows' run label
 ZERO_SHOT_FILE = "zero_shot.json"
 
+# --- the row keys of results/trials and results/history (config columns: flatten_config) ----
+TRIAL_ID, STATUS, FINISHED_AT = "trial_id", "status", "finished_at"
+PHASE, CELL, SEED, SOURCE_TRIAL = "phase", "cell", "seed", "source_trial"
+
 # --- trial status (results/trials "status") -------------------------------------------------
 COMPLETED, PRUNED, ERROR = "completed", "pruned", "error"
 

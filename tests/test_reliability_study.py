@@ -36,7 +36,6 @@ COMMON = [
     "--set", "evaluation.intermediate.max_queries=8",
     "--set", "evaluation.intermediate.languages=[en, th]",
     "--set", "evaluation.final=[{dataset: xquad-r, languages: [en, th], max_queries: 8}]",
-    "--set", "report.low_resource_languages=[th]",
     "--set", "axes.batching.alpha=[0.5]",
     "--set", "search.asha=null",
     # the shipped default study tunes nothing and re-runs seeds; these tests exercise Optuna

@@ -289,7 +289,7 @@ def test_paper_report_tables_beside_the_published_rows(tmp_path):
     assert ours.loc["zero-shot", "mlqa-r Mul"] == pytest.approx(0.4)
     paper = table1[table1["source"] != "ours"]
     assert len(paper) == 6 and set(paper["model"]) == {"XLM-R", "LaBSE"} and set(paper["runs"]) == {"published"}
-    published = {(r.model, r.sampling, r.dataset): r for r in spec.report.published}
+    published = {(r.model, r.sampling, r.dataset): r for r in spec.report.settings.published}
     for _, row in paper.iterrows():
         assert row["xquad-r Mul"] == pytest.approx(published[(row["model"], row["sampling"], "xquad-r")].multi_map)
         assert row["mlqa-r Cr"] == pytest.approx(published[(row["model"], row["sampling"], "mlqa-r")].cross_map)

@@ -219,7 +219,7 @@ def test_sets_reach_study_and_training_config():
 
 
 def test_virtual_target_axis_caps_only_target_languages():
-    raw = edited("report.target_languages", ["de", "fr"])
+    raw = edited("report", {"builder": "data", "target_languages": ["de", "fr"]})
     raw["axes"] = {TARGET_PAIRS_AXIS: [0, 50, "all"]}
     raw["claims"] = []  # the default study's claims compare batching.alpha cells: not an axis here
     spec = load_study(raw)

@@ -15,8 +15,10 @@ from study.results import ResultStore
 from study.spec import dump_study, load_study
 from study.vocabulary import SPEC_FILE, axis_column, final_key
 
-RAY_FREE = ["study.vocabulary", "study.spec", "study.results", "study.questions", "study.verdicts",
-            "study.report", "study.checks", "study.run", "study.console", "study.export"]
+RAY_FREE = ["study.vocabulary", "study.question", "study.selection", "study.storage", "study.spec", "study.results",
+            "study.questions", *(f"study.questions.{name}" for name in ("common", "batch", "data", "languages",
+                                                                        "paper", "ratio", "scale")),
+            "study.verdicts", "study.report", "study.checks", "study.run", "study.console", "study.export"]
 NO_RAY = "import sys; sys.modules['ray'] = None\n"
 
 

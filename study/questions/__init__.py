@@ -1,12 +1,3 @@
-"""Report builders: one module per research question, each returning the tables that answer it."""
-
-from study.questions import batch, data, languages, paper, ratio, scale
-
-BUILDERS = {
-    "ratio": ratio.build,
-    "languages": languages.build,
-    "batch": batch.build,
-    "data": data.build,
-    "scale": scale.build,
-    "paper": paper.build,
-}
+"""The research questions: one module each, registering its :class:`study.question.Question`
+(name, settings, pre-Ray checks, claim selectors, report builder) when imported.
+:mod:`study.question` imports every module of this package on the first registry lookup."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from study.question import Question, Selector, register
 from study.questions.common import (
     ReportContext,
     add_zero_shot,
@@ -94,3 +95,15 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
                             for d in ctx.final_datasets() for m in ("cross_map", "multi_map")}
         table = add_zero_shot(table, [{"cell": ZERO_SHOT, **accuracy_columns}], list(accuracy_columns), [])
     return {"batch": table, "batch_recommendation": recommendations}
+
+
+def recommended_cells(ctx: ReportContext) -> set[int]:
+    """The cells of the recommended batch sizes (one per language count)."""
+    return set(recommend(ctx)[1].get("cell", pd.Series(dtype=int)).astype(int))
+
+
+register(Question(
+    name="batch", summary="Q2: language count x batch size, accuracy against training cost (Pareto fronts)",
+    build=build,
+    selectors={"recommended": Selector(axis=BATCH, description="batch size", cells=recommended_cells)},
+))

@@ -46,6 +46,11 @@ class ReportContext:
     out_dir: Path
 
     @property
+    def settings(self):
+        """The question's own ``report:`` settings (its :class:`study.question.QuestionSettings`)."""
+        return self.spec.report.settings
+
+    @property
     def completed(self) -> pd.DataFrame:
         if self.trials.empty:
             return self.trials

@@ -21,6 +21,9 @@ import pandas as pd
 
 from hybridir.batching import EXPOSURE_FIELDS, exposure_key
 from hybridir.languages import canonical
+from pydantic import Field
+
+from study.question import Question, QuestionSettings, register
 from study.questions.common import (
     ReportContext,
     add_zero_shot,
@@ -104,7 +107,7 @@ def _with_zero_shot(ctx: ReportContext, table: pd.DataFrame, per_target: pd.Data
 
 
 def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
-    targets = [canonical(code) for code in ctx.spec.report.target_languages or []]
+    targets = [canonical(code) for code in ctx.settings.target_languages or []]
     representatives = representative_trials(ctx)
     exposure = exposure_table(ctx, representatives, targets or _exposure_languages(ctx.completed))
     pair_rows = []
@@ -164,3 +167,15 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     table, per_target = _with_zero_shot(ctx, table, per_target, targets)
     return {"data": table.drop(columns="size_sort"), "data_per_target": per_target.drop(columns="size_sort"),
             "data_exposure": exposure.drop(columns="size_sort")}
+
+
+class DataSettings(QuestionSettings):
+    target_languages: list[str] | None = Field(
+        None, description="languages whose in-language data the virtual axis data.pairs_per_target_language caps"
+    )
+
+
+register(Question(
+    name="data", summary="Q3: how much in-language training data a target language needs",
+    build=build, settings=DataSettings,
+))

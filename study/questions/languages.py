@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from pydantic import Field
+
+from study.question import Question, QuestionSettings, register
 from study.questions.common import (
     ReportContext,
     add_zero_shot,
@@ -42,7 +45,7 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
         return {"languages": pd.DataFrame(), "languages_slope": pd.DataFrame()}
     table = pd.concat(rows, ignore_index=True).sort_values(["dataset", "num_languages"])
 
-    wanted = ctx.spec.report.reference_languages
+    wanted = ctx.settings.reference_languages
     counts = sorted(table["num_languages"].unique())
     # The reference is the requested count when swept, else the nearest swept count below it
     # (a scaled-down run); the column says which one was used.
@@ -82,3 +85,13 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
                      for d in table["dataset"].unique()]
         table = add_zero_shot(table, zero_rows, list(METRICS), ["dataset"])
     return {"languages": table.reset_index(drop=True), "languages_slope": slope_table}
+
+
+class LanguagesSettings(QuestionSettings):
+    reference_languages: int = Field(40, ge=1, description="the language count the change is relative to")
+
+
+register(Question(
+    name="languages", summary="Q1: does cross-lingual retrieval degrade as training languages grow past 40?",
+    build=build, settings=LanguagesSettings,
+))

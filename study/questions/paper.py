@@ -15,11 +15,35 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from typing import Literal
+
+from pydantic import Field
+
+from study.question import Question, QuestionSettings, register
 from study.questions.common import ReportContext, cell_axes, summarize, zero_shot_info, zero_shot_metric
 
 TABLE1_METRICS = {"mono_map": "Mo", "cross_map": "Cr", "multi_map": "Mul"}
 TABLE2_METRICS = {"rank_distance": "rank distance"}
 SAMPLING_ORDER = ("zero-shot", "X-X", "X-Y", "hybrid")
+
+
+class PublishedRow(QuestionSettings):
+    """One row of a paper's published table, printed beside ours and labelled as the paper's."""
+
+    model: str = Field(..., description="the paper's model (e.g. XLM-R)")
+    sampling: Literal["X-X", "X-Y", "hybrid"]
+    dataset: str
+    mono_map: float | None = Field(None, ge=0, le=1)
+    cross_map: float | None = Field(None, ge=0, le=1)
+    multi_map: float | None = Field(None, ge=0, le=1)
+    rank_distance: float | None = Field(None, ge=0)
+    source: str = Field(..., description="where the numbers are printed (paper, table)")
+
+
+class PaperSettings(QuestionSettings):
+    published: list[PublishedRow] = Field(
+        default_factory=list, description="the reference paper's rows, shown beside ours"
+    )
 
 
 def sampling_label(alpha: float) -> str:
@@ -43,11 +67,11 @@ def _ours(ctx: ReportContext) -> tuple[list[dict], str]:
             records.append({"sampling": sampling_label(alpha), "alpha": alpha, "dataset": dataset, "metric": metric,
                             "mean": row[column], "ci_low": row[f"{column}_ci_low"],
                             "ci_high": row[f"{column}_ci_high"], "n_runs": int(row["n"])})
-    return records, (models[0] if len(models) == 1 else ", ".join(models) or ctx.spec.train_config({}).model.name)
+    return records, (models[0] if len(models) == 1 else ", ".join(models) or ctx.spec.base_config.model.name)
 
 
 def _published(ctx: ReportContext) -> pd.DataFrame:
-    rows = [row.model_dump() for row in ctx.spec.report.published]
+    rows = [row.model_dump() for row in ctx.settings.published]
     return pd.DataFrame(rows)
 
 
@@ -109,3 +133,22 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
         "paper_table2_rank_distance": _wide(layout, TABLE2_METRICS, datasets),
         "paper_cells": cells,
     }
+
+
+def check(spec) -> None:
+    """The Mo / Cr / Mul tables need LAReQA-style final sets."""
+    from hybridir.data.registry import eval_set_kind
+    from study.spec import StudyConfigError
+
+    for index, final in enumerate(spec.evaluation.final):
+        if eval_set_kind(final.dataset) != "lareqa":
+            raise StudyConfigError(
+                f"evaluation.final[{index}]: {final.dataset!r} is scored as {eval_set_kind(final.dataset)}; the "
+                "paper report's Mo / Cr / Mul tables need LAReQA-style sets (xquad-r, mlqa-r)"
+            )
+
+
+register(Question(
+    name="paper", summary="the reference paper's tables 1-2 (X-X vs X-Y vs hybrid), ours beside its published rows",
+    build=build, settings=PaperSettings, check=check,
+))

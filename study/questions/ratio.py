@@ -11,6 +11,9 @@ import numpy as np
 import pandas as pd
 
 from hybridir.languages import canonical
+from pydantic import Field
+
+from study.question import Question, QuestionSettings, register
 from study.questions.common import (
     ReportContext,
     add_zero_shot,
@@ -29,12 +32,12 @@ def _alpha(ctx: ReportContext, row: pd.Series) -> float:
     for column in (axis_column(AXIS), tuned_column(AXIS)):
         if column in row and pd.notna(row[column]):
             return float(row[column])
-    return ctx.spec.train_config({}).batching.effective_alpha
+    return ctx.spec.base_config.batching.effective_alpha
 
 
 def per_language_rows(ctx: ReportContext) -> pd.DataFrame:
     """One row per (trial, dataset, low-resource language) from the stored matrices."""
-    wanted = [canonical(code) for code in ctx.spec.report.low_resource_languages]
+    wanted = [canonical(code) for code in ctx.settings.low_resource_languages]
     rows = []
     for cell, group in representative_trials(ctx).items():
         for _, trial in group.iterrows():
@@ -63,7 +66,7 @@ def _language_values(cross: pd.DataFrame, multi: pd.DataFrame | None, lang: str)
 
 def _zero_shot_rows(ctx: ReportContext) -> tuple[list[dict], list[dict]]:
     """The untrained model's ratio rows and per-language rows (empty without a zero-shot run)."""
-    wanted = [canonical(code) for code in ctx.spec.report.low_resource_languages]
+    wanted = [canonical(code) for code in ctx.settings.low_resource_languages]
     summary, per_language = [], []
     for dataset, tables in zero_shot_matrices(ctx).items():
         cross, multi = tables.get("map"), tables.get("multilingual")
@@ -132,3 +135,28 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
         by_language = add_zero_shot(by_language, zero_languages, ["cross_map", "multi_map", "mono_map", "rank_distance"],
                                     ["dataset", "language"])
     return {"ratio": table, "ratio_per_language": by_language}
+
+
+class RatioSettings(QuestionSettings):
+    low_resource_languages: list[str] = Field(
+        default_factory=lambda: ["th", "hi", "el", "tr", "vi"],
+        description="the languages whose cross-lingual mAP the report follows (each must be evaluated)",
+    )
+
+
+def check(spec) -> None:
+    """Every low-resource language is scored by the final evaluation."""
+    from study.checks import StudyConfigError, canonical_code, final_languages
+
+    evaluated = final_languages(spec)
+    for index, code in enumerate(spec.report.settings.low_resource_languages):
+        if canonical_code(code, f"report.low_resource_languages[{index}]") not in evaluated:
+            raise StudyConfigError(
+                f"report.low_resource_languages[{index}]: {code!r} is not evaluated by evaluation.final"
+            )
+
+
+register(Question(
+    name="ratio", summary="Q5: the X-X share alpha vs robustness on low-resource languages",
+    build=build, settings=RatioSettings, check=check,
+))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from study.question import Question, register
 from study.questions.common import (
     ReportContext,
     add_zero_shot,
@@ -63,3 +64,8 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
                       **{m: zero_shot_metric(info, d, m) for m in METRICS}} for d in table["dataset"].unique()]
         table = add_zero_shot(table, zero_rows, list(METRICS), ["dataset"])
     return {"scale": table.reset_index(drop=True), "scale_best_mode": best.reset_index(drop=True)}
+
+
+register(Question(
+    name="scale", summary="Q4: does the best batching (X-X, X-Y, hybrid) depend on model scale?", build=build,
+))
