@@ -249,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--components-from", type=Path, metavar="RUN",
                         help="measure the variance components on this many-seed run instead of the defaults")
     parser.add_argument("--real", type=Path, metavar="RUN", help="score every seed split of a real A/A run")
+    parser.add_argument("--group-sizes", type=int, nargs="+", metavar="K",
+                        help="--real: seeds per group (default 2 .. S/2)")
     parser.add_argument("--dataset", default="xquad-r", help="dataset of the per-query rows (default xquad-r)")
     parser.add_argument("--methods", nargs="+", choices=["new", "per-cell", "old"], default=["new", "per-cell", "old"])
     args = parser.parse_args(argv)
@@ -263,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         print("| statistic | seed SD of the run statistic | residual SD per item | items |\n|---|---|---|---|")
         for label, comp in comps.items():
             print(f"| {label} | {comp['seed_sd']:.4g} | {comp['resid_sd']:.4g} | {comp['n_items']} |")
-        sizes = list(range(2, len(runs) // 2 + 1))
+        sizes = args.group_sizes or list(range(2, len(runs) // 2 + 1))
+        if max(sizes) > len(runs) // 2 or min(sizes) < 2:
+            raise SystemExit(f"--group-sizes {sizes}: each must be in [2, {len(runs) // 2}] for {len(runs)} seeds")
         table = real_aa(runs, chosen, sizes)
         print("\nRate of called verdicts (supported or contradicted for A > B) over every split, nominal 0.05:\n")
         print(markdown(table.assign(**{"seeds per group": table["seeds per group"].astype(str) + " ("
