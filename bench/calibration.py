@@ -190,6 +190,35 @@ def seed_item_matrix(runs: dict[int, pd.DataFrame], setting: str, measure: str) 
                       for frame in runs.values()])
 
 
+def _splits(n_seeds: int, k: int) -> list[tuple[list[int], list[int]]]:
+    """Every unordered pair of disjoint groups of k seeds out of n_seeds."""
+    splits = []
+    for group_a in itertools.combinations(range(n_seeds), k):
+        rest = [i for i in range(n_seeds) if i not in group_a]
+        for group_b in itertools.combinations(rest, k):
+            if group_a < group_b:
+                splits.append((list(group_a), list(group_b)))
+    return splits
+
+
+def split_rate_reference(n_seeds: int, k: int, reps: int = 4000, seed: int = 0) -> tuple[float, float, float]:
+    """What the split rate of a CALIBRATED test looks like for one set of n_seeds iid runs:
+    (mean, 5%, 95% quantile over ``reps`` simulated seed sets) of the rate at which the pooled
+    two-sample t-test on run statistics (what the new method reduces to when, as in an A/A,
+    the paired question term is ~0) rejects at 0.05 over every split. Scale-free."""
+    from scipy import stats
+
+    splits = _splits(n_seeds, k)
+    a = np.array([s[0] for s in splits])
+    b = np.array([s[1] for s in splits])
+    totals = np.random.default_rng(seed).normal(size=(reps, n_seeds))
+    xa, xb = totals[:, a], totals[:, b]  # (reps, splits, k)
+    pooled = (xa.var(axis=2, ddof=1) + xb.var(axis=2, ddof=1)) / 2
+    t = (xa.mean(axis=2) - xb.mean(axis=2)) / np.sqrt(pooled * 2 / k)
+    rate = (np.abs(t) > stats.t.ppf(0.975, 2 * (k - 1))).mean(axis=1)
+    return float(rate.mean()), float(np.quantile(rate, 0.05)), float(np.quantile(rate, 0.95))
+
+
 def measured_components(runs: dict[int, pd.DataFrame]) -> dict:
     """Seed SD of the run statistic and residual SD per item (run-statistic units) per statistic."""
     out = {}
@@ -208,12 +237,7 @@ def real_aa(runs: dict[int, pd.DataFrame], methods: dict, group_sizes: list[int]
     for setting, measure, label in STATISTICS:
         matrix = seed_item_matrix(runs, setting, measure)
         for k in group_sizes:
-            splits = []
-            for group_a in itertools.combinations(range(len(seeds)), k):
-                rest = [i for i in range(len(seeds)) if i not in group_a]
-                for group_b in itertools.combinations(rest, k):
-                    if group_a < group_b:  # each unordered pair of groups once
-                        splits.append((list(group_a), list(group_b)))
+            splits = _splits(len(seeds), k)
             for name, options in methods.items():
                 called = sum(_called(contrast_inference({"A": matrix[a], "B": matrix[b]}, {"A": 1.0, "B": -1.0},
                                                         rng=j, **options))
@@ -249,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--components-from", type=Path, metavar="RUN",
                         help="measure the variance components on this many-seed run instead of the defaults")
     parser.add_argument("--real", type=Path, metavar="RUN", help="score every seed split of a real A/A run")
+    parser.add_argument("--group-sizes", type=int, nargs="+", metavar="K",
+                        help="--real: seeds per group (default 2 .. S/2)")
     parser.add_argument("--dataset", default="xquad-r", help="dataset of the per-query rows (default xquad-r)")
     parser.add_argument("--methods", nargs="+", choices=["new", "per-cell", "old"], default=["new", "per-cell", "old"])
     args = parser.parse_args(argv)
@@ -263,12 +289,21 @@ def main(argv: list[str] | None = None) -> int:
         print("| statistic | seed SD of the run statistic | residual SD per item | items |\n|---|---|---|---|")
         for label, comp in comps.items():
             print(f"| {label} | {comp['seed_sd']:.4g} | {comp['resid_sd']:.4g} | {comp['n_items']} |")
-        sizes = list(range(2, len(runs) // 2 + 1))
+        sizes = args.group_sizes or list(range(2, len(runs) // 2 + 1))
+        if max(sizes) > len(runs) // 2 or min(sizes) < 2:
+            raise SystemExit(f"--group-sizes {sizes}: each must be in [2, {len(runs) // 2}] for {len(runs)} seeds")
         table = real_aa(runs, chosen, sizes)
         print("\nRate of called verdicts (supported or contradicted for A > B) over every split, nominal 0.05:\n")
         print(markdown(table.assign(**{"seeds per group": table["seeds per group"].astype(str) + " ("
                                        + table["splits"].astype(str) + " splits)"}),
                        ["rate"], ["statistic", "seeds per group"]))
+        print(f"\nThe splits share {len(runs)} seeds, so one set of seeds moves every rate together. What a "
+              "calibrated test gives on one set of iid seeds (pooled t on the run statistics, 4,000 simulated "
+              "seed sets; mean and 90% range of the split rate):\n")
+        print("| seeds per group | mean | 5% | 95% |\n|---|---|---|---|")
+        for k in sizes:
+            mean, low, high = split_rate_reference(len(runs), k)
+            print(f"| {k} | {mean:.3f} | {low:.3f} | {high:.3f} |")
         return 0
     components = dict(DEFAULT_COMPONENTS)
     if args.components_from:
