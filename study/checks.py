@@ -6,6 +6,7 @@ any trial), so a bad study fails in seconds with the field named, never mid-stud
 
 from __future__ import annotations
 
+import importlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -23,7 +24,7 @@ from hybridir.data.splits import LeakageError, check_no_leakage
 from hybridir.evaluation.evaluator import metric_keys
 from hybridir.languages import canonical
 from study.question import get_question
-from study.spec import StudyConfigError, StudySpec
+from study.spec import TRACKERS, StudyConfigError, StudySpec
 from study.storage import (
     check_storage_location,
     check_writable_directory,
@@ -245,13 +246,34 @@ def check_optuna_storage(spec: StudySpec, study_dir: Path) -> None:
         raise StudyConfigError(f"search.optuna_storage: cannot open {location!r}: {type(exc).__name__}: {exc}") from exc
 
 
-def check_trackers(spec: StudySpec) -> None:
-    """Every ``tracking.trackers`` entry has its package installed (named with the fix)."""
-    if not spec.tracking.trackers:
-        return
-    from study.trackers import check_trackers as check
+# tracker -> (module Ray's callback imports, the pip package that provides it). TensorBoard's
+# event files are written by tensorboardX (what Ray's TBXLoggerCallback uses); viewing them
+# needs the tensorboard package as well.
+TRACKER_PACKAGES = {
+    "tensorboard": ("tensorboardX", "tensorboardX"),
+    "mlflow": ("mlflow", "mlflow"),
+    "wandb": ("wandb", "wandb"),
+}
 
-    check(spec.tracking.trackers)  # StudyConfigError naming the tracker and the pip install
+
+def check_tracker_packages(trackers: list[str]) -> None:
+    """Raise :class:`StudyConfigError` for an unknown tracker name or a tracker whose package is
+    not installed: the driver calls it before Ray starts (Ray's classes would raise only when
+    built, and for tensorboardX with a bare ImportError)."""
+    unknown = [name for name in trackers if name not in TRACKERS]
+    if unknown:
+        raise StudyConfigError(f"--tracker {', '.join(unknown)}: unknown tracker; choose from {', '.join(TRACKERS)}")
+    for name in dict.fromkeys(trackers):
+        module, package = TRACKER_PACKAGES[name]
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise StudyConfigError(f"--tracker {name} needs the {package} package: pip install {package}") from exc
+
+
+def check_trackers(spec: StudySpec) -> None:
+    """Every ``tracking.trackers`` entry has its package installed (named with the fix); no Ray."""
+    check_tracker_packages(spec.tracking.trackers)
 
 
 def check_local_resources(spec: StudySpec, cpus: int | None = None, gpus: int | None = None) -> None:

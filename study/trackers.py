@@ -41,7 +41,6 @@ same run id. Reports a trial repeats after its checkpoint are logged again at th
 
 from __future__ import annotations
 
-import importlib
 import math
 import numbers
 import os
@@ -66,20 +65,11 @@ from study.ray_internals import (
     wandb_logging_actor_class,
 )
 from study.results import flatten_config
-from study.spec import StudyConfigError, effective_seed
+from study.checks import check_tracker_packages as check_trackers  # noqa: F401 - its home is Ray-free
+from study.spec import TRACKERS, StudyConfigError, effective_seed
 from study.vocabulary import AXIS_PREFIX, FINAL_PREFIX, INTER_PREFIX, MATRICES, STEP
 
-TENSORBOARD, MLFLOW, WANDB = "tensorboard", "mlflow", "wandb"
-TRACKERS = (TENSORBOARD, MLFLOW, WANDB)
-
-# tracker -> (module Ray's callback imports, the pip package that provides it). TensorBoard's
-# event files are written by tensorboardX (what Ray's TBXLoggerCallback uses); viewing them
-# needs the tensorboard package as well.
-_REQUIRED_PACKAGES = {
-    TENSORBOARD: ("tensorboardX", "tensorboardX"),
-    MLFLOW: ("mlflow", "mlflow"),
-    WANDB: ("wandb", "wandb"),
-}
+TENSORBOARD, MLFLOW, WANDB = TRACKERS  # the names study.spec validates
 
 TENSORBOARD_DIR = "tensorboard"
 MLFLOW_DB = "mlflow.db"
@@ -90,21 +80,6 @@ _MLFLOW_MAX_METRICS_PER_BATCH = 1000
 _MLFLOW_MAX_PARAMS_TAGS_PER_BATCH = 100
 # W&B rejects a run whose tags are longer than this; such values stay in the run's config.
 _WANDB_MAX_TAG_LENGTH = 64
-
-
-def check_trackers(trackers: list[str]) -> None:
-    """Raise :class:`StudyConfigError` for an unknown tracker name or a tracker whose package is
-    not installed: the driver calls it before Ray starts (Ray's classes would raise only when
-    built, and for tensorboardX with a bare ImportError)."""
-    unknown = [name for name in trackers if name not in TRACKERS]
-    if unknown:
-        raise StudyConfigError(f"--tracker {', '.join(unknown)}: unknown tracker; choose from {', '.join(TRACKERS)}")
-    for name in dict.fromkeys(trackers):
-        module, package = _REQUIRED_PACKAGES[name]
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise StudyConfigError(f"--tracker {name} needs the {package} package: pip install {package}") from exc
 
 
 def tracker_callbacks(

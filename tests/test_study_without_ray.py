@@ -83,3 +83,23 @@ def test_callbacks_pickled_under_the_old_module_path_still_load(tmp_path):
     assert b"study.results\nResultsCallback" in legacy
     restored = pickle.loads(legacy)
     assert type(restored) is ResultsCallback and restored.store.dir == tmp_path / "results"
+
+
+def test_pre_ray_validation_runs_without_ray(tmp_path):
+    """The driver's checks (schema, the question's own, trackers, batch division, storage,
+    Optuna's storage) run where Ray cannot be imported."""
+    code = (
+        "from pathlib import Path\n"
+        "from study.spec import load_study\n"
+        "from study import checks\n"
+        "spec = load_study('ratio', ['tracking.trackers=[tensorboard]', 'report.low_resource_languages=[th]',\n"
+        "                            'tune={optim.lr: {distribution: loguniform, low: 1.0e-5, high: 1.0e-4}}'])\n"
+        "checks.check_question(spec)\n"
+        "checks.check_trackers(spec)\n"
+        "checks.check_batch_division(spec)\n"
+        "checks.check_storage_path(spec)\n"
+        "checks.check_optuna_storage(spec, checks.check_output_dir(Path(sys.argv[1])))\n"
+        "assert sys.modules['ray'] is None and 'optuna' in sys.modules\n"
+    )
+    result = _run_without_ray(code, str(tmp_path / "study"))
+    assert result.returncode == 0, result.stderr
