@@ -266,3 +266,15 @@ class TrialConsole(Callback):
         details = getattr(trial, "error_file", None) or getattr(trial, "path", None) or "Tune's experiment folder"
         say(f"{self._label(trial)} error: {describe_config(trial.config, self.base_seed)}; "
             f"details in {details} {self._done(trial, trials)}")
+
+
+class TakeSignalsFromTune(Callback):
+    """SIGINT back to :mod:`study.interrupt` once Tune's fit() has installed its own handler
+    (Tune calls ``setup`` after that, in the driver's main thread); the first signal, SIGINT
+    or SIGTERM, is then handed to Tune's handler: Tune saves its state and fit() returns."""
+
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
+        from study import interrupt
+
+        interrupt.take_over_from_tune()
+
