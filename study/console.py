@@ -60,12 +60,35 @@ def set_verbosity(verbose: bool) -> None:
     # Tune's result grid warns about trials without result files on every restore; the study
     # keeps its own results (results/), which that grid is not used for.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # Ctrl-C: the driver says in one line how to resume (study.interrupt); Tune's own lines
+    # would add a second, wrong way (Tuner.restore) and the list of unfinished trials.
+    tune_logger = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, TuneInterruptLines) for f in tune_logger.filters):
+        tune_logger.addFilter(TuneInterruptLines())
     from hybridir.progress import quiet_libraries
 
     quiet_libraries()  # the driver loads models too (the export at the end)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class TuneInterruptLines(logging.Filter):
+    """Drops Tune's messages about a stop signal (and, after one, its list of the trials that
+    did not complete); every other record of Tune's ``tune.run`` logger passes."""
+
+    STOP = ("Stop signal received", "Experiment has been interrupted", "Training has been interrupted")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if message.startswith(self.STOP):
+            self.stopped = True
+            return False
+        return not (self.stopped and message.startswith("Trials did not complete"))
 
 
 def ray_logging_config():

@@ -3,11 +3,13 @@
 The study relies on a few things Ray does not promise to keep: the file-name templates of
 Tune's saved state and the loader Tune reads it with (to check a state before ``--resume``
 trusts it, :mod:`study.recovery`), the GCS address lookup that tells whether another local
-Ray instance runs (:mod:`study.run`), and the W&B logger's per-trial actor class with the hook
-that selects it (:mod:`study.trackers`, which waits for W&B to flush before Ray kills it), the
-per-trial bookkeeping of the TensorBoard and MLflow logger callbacks the study's trackers extend,
-and the rungs and trial table of ``AsyncHyperBandScheduler`` that :class:`study.search.PerCellASHA`
-refills from the study's history. Upgrading Ray means re-checking this module:
+Ray instance runs (:mod:`study.run`), the driver's forwarding of worker output to its console
+(held back once the study is interrupted, :mod:`study.interrupt`), the W&B logger's per-trial
+actor class with the hook that selects it (:mod:`study.trackers`, which waits for W&B to flush
+before Ray kills it), the per-trial bookkeeping of the TensorBoard and MLflow logger callbacks
+the study's trackers extend, and the rungs and trial table of ``AsyncHyperBandScheduler`` that
+:class:`study.search.PerCellASHA` refills from the study's history. Upgrading Ray means
+re-checking this module:
 ``tests/test_ray_internals.py`` fails at once when the installed Ray is not
 :data:`PINNED_RAY_VERSION` or one of these names moved.
 """
@@ -45,6 +47,32 @@ def local_ray_instances() -> list:
     from ray._private.services import find_gcs_addresses
 
     return list(find_gcs_addresses())
+
+
+PRINT_LOGS_HANDLER = "ray_print_logs"  # the name ray.init(log_to_driver=True) gives its console printer
+
+
+def gate_worker_output(allow) -> bool:
+    """Forward worker output (``log_to_driver``) to the driver's console only while
+    ``allow()`` is true; call after ``ray.init``. Returns whether Ray's printer was found.
+
+    What workers print while they are torn down (the Train workers and Tune actors of an
+    interrupted study) reaches the driver without a prefix, as if the driver had printed it.
+    Ray's session logs keep all of it."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    printers = [handler for name, handler in dispatcher.handlers if name == PRINT_LOGS_HANDLER]
+    if len(printers) != 1:
+        return False
+    printer = printers[0]
+
+    def gated(data):
+        if allow():
+            printer(data)
+
+    dispatcher.remove_handler(PRINT_LOGS_HANDLER)
+    dispatcher.add_handler(PRINT_LOGS_HANDLER, gated)  # ray.shutdown() removes it by this name
+    return True
 
 
 def wandb_logging_actor_class() -> type:

@@ -19,6 +19,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
+from study import interrupt  # noqa: E402
 from study.console import headline_final, say, set_verbosity  # noqa: E402
 from study.spec import TRACKERS, StudyConfigError, StudySpec, dump_study, load_study  # noqa: E402
 from study.vocabulary import (  # noqa: E402
@@ -240,7 +242,7 @@ def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, 
 
     from study.results import ResultStore
     from study.search import max_concurrent_trials
-    from study.tune_callback import ResultsCallback, TrialConsole
+    from study.tune_callback import ResultsCallback, TakeSignalsFromTune, TrialConsole
 
     total = searcher.total_trials
     objective = intermediate_metric(spec)
@@ -274,6 +276,7 @@ def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, 
                         TrialConsole(experiment, total, objective, spec.base_seed,
                                      max_steps=max_steps_per_cell(spec), already_done=len(done)),
                         *tracker_callbacks(spec, output, experiment),
+                        TakeSignalsFromTune(),
                     ],
                     # Retries happen inside Train (FailureConfig, from the last checkpoint).
                     failure_config=tune.FailureConfig(max_failures=0),
@@ -283,7 +286,8 @@ def run_experiment(spec, output: Path, storage: str, experiment: str, searcher, 
     recorder = ResultsCallback(output, spec.resources.model_dump(), train_runs_dir=None, experiment=experiment,
                                storage=storage)
     if tuner is not None:
-        grid = tuner.fit()
+        with interrupt.tune_phase():
+            grid = tuner.fit()
         recorder.reconcile(grid)
     # A finished trial whose per-query file did not reach results/ (storage unreachable at the
     # time, or a callback restored from an older study) gets it now; present ones are kept.
@@ -394,7 +398,8 @@ def zero_shot_on_ray(spec: StudySpec, local: bool):
     threads = None if resources.use_gpu else max(1, int(cpus))
 
     def compute():
-        return ray.get(task.remote(**zero_shot_inputs(spec), threads=threads))
+        return interrupt.wait_for(task.remote(**zero_shot_inputs(spec), threads=threads),
+                                  "during the zero-shot evaluation")
 
     return compute
 
@@ -458,7 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     say(f"{spec.name}: {len(spec.cells()) or 1} cells x {spec.search.samples_per_cell} trials{seeds} -> {output}")
     set_verbosity(args.verbose)
     cluster = start_ray(spec, args.address)
+    interrupt.after_ray_init(args.verbose)  # ray.init installs its own SIGTERM handler
     try:
+        interrupt.check("while Ray started")
         ensure_zero_shot(output, zero_shot_on_ray(spec, local=args.address is None))
         # One Optuna study per cell in Optuna's own storage (optuna-dashboard reads it); named
         # after the study directory, so studies sharing one database stay apart.
@@ -467,18 +474,23 @@ def main(argv: list[str] | None = None) -> int:
         scheduler = PerCellASHA(spec, functools.partial(history_rows, str(output))) if spec.search.asha else None
         run_experiment(spec, output, storage, SEARCH, searcher, scheduler, cluster)
         if spec.search.seeds:
+            interrupt.check("between the search and the seed re-runs")
             configs = seed_configs(spec, output)
             if configs:
                 fixed = FixedConfigSearch(configs, intermediate_metric(spec), spec.search.mode)
                 run_experiment(spec, output, storage, SEEDS, fixed, None, cluster)
+        interrupt.check("after the last trial")
     except StudyConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except StudyInterrupted as exc:
-        say(f"interrupted ({exc}); continue with: python study/run.py --resume {output}")
+    except (StudyInterrupted, interrupt.Interrupted) as exc:
+        interrupt.stopping()
+        ray.shutdown()
         build_reports(output)
-        return 130
+        say(f"interrupted ({exc}); {interrupt.resume_line(output)}")
+        return interrupt.exit_code(interrupt.received() or signal.SIGINT)
     finally:
+        interrupt.stopping()  # from here on a signal is recorded, and the reports and exports finish
         ray.shutdown()
     reports = build_reports(output)
     if spec.resources.export_models:
@@ -492,4 +504,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Ctrl-C / SIGTERM: study.interrupt owns both signals (Tune saves its state, Ray is shut
+    # down before interpreter teardown, one line says how to resume, exit 130 / 143).
+    with interrupt.handling():
+        code = main()
+    sys.exit(code)

@@ -275,6 +275,17 @@ class TrialConsole(Callback):
             f"details in {details} {self._done(trial, trials)}")
 
 
+class TakeSignalsFromTune(Callback):
+    """SIGINT back to :mod:`study.interrupt` once Tune's fit() has installed its own handler
+    (Tune calls ``setup`` after that, in the driver's main thread); the first signal, SIGINT
+    or SIGTERM, is then handed to Tune's handler: Tune saves its state and fit() returns."""
+
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
+        from study import interrupt
+
+        interrupt.take_over_from_tune()
+
+
 # Tune state pickled before this module existed names ``study.results.ResultsCallback``. The
 # name is put there when this module loads, not imported by study.results (which stays Ray-free
 # and outside any import cycle): every unpickling of Tune state (study.recovery's checks and

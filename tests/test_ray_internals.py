@@ -27,3 +27,20 @@ def test_the_pin_matches_pyproject():
 
     pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
     assert f'"ray[default,tune,train]=={ray_internals.PINNED_RAY_VERSION}"' in pyproject
+
+
+def test_worker_output_can_be_held_back_from_the_console():
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    printed, allowed = [], [True]
+    assert not ray_internals.gate_worker_output(lambda: True)  # no printer: ray.init did not run
+    dispatcher.add_handler(ray_internals.PRINT_LOGS_HANDLER, printed.append)
+    try:
+        assert ray_internals.gate_worker_output(lambda: allowed[0])
+        dispatcher.emit({"lines": ["one"]})
+        allowed[0] = False
+        dispatcher.emit({"lines": ["two"]})
+        assert printed == [{"lines": ["one"]}]
+    finally:
+        dispatcher.remove_handler(ray_internals.PRINT_LOGS_HANDLER)
+    assert not [name for name, _ in dispatcher.handlers if name == ray_internals.PRINT_LOGS_HANDLER]
