@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from hybridir.evaluation.significance import LOWER_IS_BETTER, contrast_inference, item_matrices, run_statistic
 from hybridir.languages import canonical
@@ -140,6 +141,8 @@ def plot_forest(verdicts: pd.DataFrame, path: Path) -> Path | None:
         ax.set_yticks(y, [f"{r['claim']} ({r['verdict']})" for r in part.to_dict("records")], fontsize=8)
         ax.set_ylim(-0.7, len(part) - 0.3)
         ax.set_title(f"{panel}: contrast and 95% CI (seeds and questions)", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+        ax.tick_params(axis="x", labelsize=8)
         ax.grid(axis="x", alpha=0.3)
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch

@@ -181,7 +181,35 @@ def satterthwaite_df(cv: ContrastVariance) -> float:
     return float(cv.variance ** 2 / denominator)
 
 
-class GeneralizedPivot:
+class _Reference:
+    """Interval and tail probabilities from a distribution of the contrast given ``cdf``."""
+
+    estimate: float
+
+    def cdf(self, q: float) -> float:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def quantile(self, p: float) -> float:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def interval(self, confidence: float) -> tuple[float, float]:
+        tail = (1 - confidence) / 2
+        return self.quantile(tail), self.quantile(1 - tail)
+
+    def p_value(self, null: float = 0.0, alternative: str = "two-sided") -> float:
+        """p-value of H0: theta = null (two-sided), theta <= null ("greater") or theta >=
+        null ("less"), from the reference distribution's tails at ``null``."""
+        below = self.cdf(null)  # P(pivot <= null): evidence against theta > null
+        if alternative == "greater":
+            return below
+        if alternative == "less":
+            return 1.0 - below
+        if alternative != "two-sided":
+            raise ValueError(f"alternative {alternative!r} unknown")
+        return float(min(1.0, 2 * min(below, 1.0 - below)))
+
+
+class GeneralizedPivot(_Reference):
     """The generalized pivotal quantity ``theta_hat - Z sqrt(V*)`` of a contrast.
 
     V* replaces every variance component m_k (df nu_k) by ``m_k nu_k / chi2_{nu_k}`` and
@@ -224,28 +252,12 @@ class GeneralizedPivot:
             high += width
         return float(optimize.brentq(lambda q: self.cdf(q) - p, low, high, xtol=1e-12 * max(spread, 1e-300)))
 
-    def interval(self, confidence: float) -> tuple[float, float]:
-        tail = (1 - confidence) / 2
-        return self.quantile(tail), self.quantile(1 - tail)
-
-    def p_value(self, null: float = 0.0, alternative: str = "two-sided") -> float:
-        """Generalized p-value of H0: theta = null (two-sided), theta <= null ("greater")
-        or theta >= null ("less")."""
-        below = self.cdf(null)  # P(pivot <= null): evidence against theta > null
-        if alternative == "greater":
-            return below
-        if alternative == "less":
-            return 1.0 - below
-        if alternative != "two-sided":
-            raise ValueError(f"alternative {alternative!r} unknown")
-        return float(min(1.0, 2 * min(below, 1.0 - below)))
-
     def standard_error(self) -> float:
         """SD of the pivot (Z integrated): sqrt(E[V*])."""
         return float(np.sqrt(np.mean(self.scale ** 2)))
 
 
-class TReference:
+class TReference(_Reference):
     """``theta_hat + t_nu * SE`` with Satterthwaite's nu: the same interface as GeneralizedPivot."""
 
     def __init__(self, estimate: float, cv: ContrastVariance):
@@ -260,13 +272,6 @@ class TReference:
 
     def quantile(self, p: float) -> float:
         return float(self.estimate + self.se * stats.t.ppf(p, self.df))
-
-    def interval(self, confidence: float) -> tuple[float, float]:
-        tail = (1 - confidence) / 2
-        return self.quantile(tail), self.quantile(1 - tail)
-
-    def p_value(self, null: float = 0.0, alternative: str = "two-sided") -> float:
-        return GeneralizedPivot.p_value(self, null, alternative)  # same tail logic on this cdf
 
     def standard_error(self) -> float:
         return self.se
