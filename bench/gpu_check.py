@@ -205,7 +205,7 @@ def _loss_and_grad(model, sample: dict, batch: int, device: torch.device | None 
     loss.backward()
     norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters() if p.grad is not None))
     model.zero_grad(set_to_none=True)
-    return float(loss), float(norm)
+    return float(loss.detach()), float(norm)
 
 
 def _download_wheels(directory: Path) -> list[str]:

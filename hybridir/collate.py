@@ -33,9 +33,26 @@ class PairBatch:
         """Real (non-padding) tokens of queries and passages together, for tokens/s."""
         return int(self.queries["attention_mask"].sum() + self.passages["attention_mask"].sum())
 
+    def pinned(self, device: torch.device | str) -> "PairBatch":
+        """Page-locked host copies when the batch will go to a GPU (done ahead, in the prefetcher)."""
+        if torch.device(device).type != "cuda":
+            return self
+        pin = lambda inputs: {k: v.pin_memory() for k, v in inputs.items()}  # noqa: E731
+        return PairBatch(pin(self.queries), pin(self.passages))
+
     def to(self, device: torch.device | str) -> "PairBatch":
-        move = lambda inputs: {k: v.to(device, non_blocking=True) for k, v in inputs.items()}  # noqa: E731
+        """The batch on ``device``; towards a GPU through pinned memory, without waiting for the copy."""
+        device = torch.device(device)
+        pin = device.type == "cuda"
+        move = lambda inputs: {k: to_device(v, device, pin) for k, v in inputs.items()}  # noqa: E731
         return PairBatch(move(self.queries), move(self.passages))
+
+
+def to_device(tensor: Tensor, device: torch.device, pin: bool) -> Tensor:
+    """Host -> device copy; pinned source memory lets a CUDA copy run asynchronously."""
+    if pin and tensor.device.type == "cpu" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
 
 
 def pair_texts(refs: Sequence[PairRef], pairs: ParallelPairs) -> tuple[list[str], list[str]]:

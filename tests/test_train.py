@@ -373,3 +373,43 @@ def test_the_run_says_where_its_time_went(straight_run):
     assert phases["steps"] > 0 and phases["checkpoint_write"] > 0 and phases["intermediate_eval"] > 0
     # steps exclude the other phases: never more than the loop's own clock at its last report
     assert phases["steps"] <= result.metrics["elapsed_s"] + 0.5
+
+
+# ---------------------------------------------------------------------- input pipeline (issue 18 speed)
+def test_prefetcher_keeps_order_and_raises_where_the_source_fails():
+    from hybridir.train import Prefetcher
+
+    assert list(Prefetcher(iter(range(50)), depth=3)) == list(range(50))
+    assert list(Prefetcher(iter(range(5)), depth=0)) == list(range(5))
+
+    def broken():
+        yield 1
+        yield 2
+        raise ValueError("batch 3 refers to a missing pair")
+
+    got = Prefetcher(broken(), depth=2)
+    assert [next(got), next(got)] == [1, 2]
+    with pytest.raises(ValueError, match="batch 3"):
+        next(got)
+    endless = Prefetcher(iter(lambda: 0, 1), depth=2)  # never ends: close() must stop its thread
+    next(endless)
+    endless.close()
+    assert not endless._thread.is_alive()
+
+
+def test_batches_prepared_ahead_give_the_same_run(straight_run, pairs, tmp_path, monkeypatch):
+    # What the GPU path does (tokenisation in a background thread) must not change any number.
+    import hybridir.train as train_module
+
+    config, result, recorder = straight_run
+    monkeypatch.setattr(train_module, "PREFETCH_BATCHES", {"cpu": 2})
+    ahead = Recorder(evaluate=True)
+    other = train(config, tmp_path / "ahead", callbacks=[ahead], pairs=pairs)
+    assert ahead.losses() == recorder.losses()
+    for name, value in weights(result.model_dir).items():
+        assert torch.equal(weights(other.model_dir)[name], value), name
+
+
+def test_optimizer_is_fused_only_on_cuda(tiny_encoder_dir):
+    model = BiEncoder.from_config(make_config(tiny_encoder_dir).model)
+    assert not build_optimizer(model, make_config(tiny_encoder_dir)).defaults.get("fused")
