@@ -11,11 +11,12 @@ decides what a signal does at an arbitrary point of the driver:
   :class:`Interrupted` at its next safe point (:func:`check`, :func:`wait_for`), in ordinary
   code, never from inside a library;
 * a second signal means "now": the handler raises :class:`Interrupted` at once;
-* once a signal arrived, what Ray's workers print while they are torn down is no longer
-  forwarded to the console (unless ``--verbose``; Ray's session logs keep it). The workers'
-  own SIGTERM handler raises ``SystemExit`` wherever they are, e.g. in a ``WeakSet`` callback,
-  and Ray forwards worker output without a prefix, so this looked like the driver's own
-  ``Exception ignored in: ...`` and traceback;
+* worker output forwarded to the console (unless ``--verbose``; Ray's session logs keep it
+  all) stops once a signal arrived, and never includes the traceback of a worker's teardown:
+  the raylet SIGTERMs an exiting worker (e.g. Tune's ``_QueueActor`` after a trial), the
+  worker's own SIGTERM handler raises ``SystemExit`` wherever it is (``threading._shutdown``,
+  a ``WeakSet`` callback), and Ray forwards ``Exception ignored in: ... SystemExit: 1``
+  without a prefix, so it read as the driver's (:func:`study.ray_internals.gate_worker_output`);
 * the driver calls ``ray.shutdown()`` itself, before interpreter teardown; it then only records
   signals (:func:`stopping`) and, on leaving :func:`handling`, restores the default handlers,
   so neither Ray's driver handler (``ray.init`` installs one for SIGTERM) nor this one runs

@@ -50,25 +50,62 @@ def local_ray_instances() -> list:
 
 
 PRINT_LOGS_HANDLER = "ray_print_logs"  # the name ray.init(log_to_driver=True) gives its console printer
+TEARDOWN_START = "Exception ignored in:"
+TEARDOWN_SIGNATURE = "in sigterm_handler"  # Ray's worker main loop: SIGTERM raises SystemExit
+
+
+def without_teardown_tracebacks(lines: list[str], held: list[str]) -> list[str]:
+    """``lines`` of one worker without the traceback a Ray worker prints when the raylet
+    SIGTERMs it while it exits: its SIGTERM handler raises ``SystemExit`` wherever the
+    interpreter is (``threading._shutdown``, a ``WeakSet`` callback) and Python prints
+    ``Exception ignored in: ... SystemExit: 1``. Every other line is kept. ``held`` carries an
+    ``Exception ignored`` block that a batch ended in the middle of over to the next batch."""
+    kept, block = [], list(held)
+    held.clear()
+    for line in lines:
+        if block:
+            block.append(line)
+            if line.startswith(("SystemExit", "KeyboardInterrupt")) or not line.startswith((" ", "Traceback")):
+                if not any(TEARDOWN_SIGNATURE in entry for entry in block):
+                    kept.extend(block)
+                elif not line.startswith("SystemExit"):
+                    kept.append(line)  # a line after the block that is not part of it
+                block = []
+        elif line.startswith(TEARDOWN_START):
+            block = [line]
+        else:
+            kept.append(line)
+    held.extend(block)
+    return kept
 
 
 def gate_worker_output(allow) -> bool:
     """Forward worker output (``log_to_driver``) to the driver's console only while
-    ``allow()`` is true; call after ``ray.init``. Returns whether Ray's printer was found.
+    ``allow()`` is true, and never the traceback of a worker's teardown
+    (:func:`without_teardown_tracebacks`); call after ``ray.init``. Returns whether Ray's
+    printer was found.
 
-    What workers print while they are torn down (the Train workers and Tune actors of an
-    interrupted study) reaches the driver without a prefix, as if the driver had printed it.
-    Ray's session logs keep all of it."""
+    Ray forwards worker output without a prefix when the job has a ``LoggingConfig`` (the
+    study sets one), so those tracebacks read as the driver's own. Ray's session logs keep all
+    of it (``--verbose`` leaves the forwarding as Ray has it)."""
     from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
 
     printers = [handler for name, handler in dispatcher.handlers if name == PRINT_LOGS_HANDLER]
     if len(printers) != 1:
         return False
     printer = printers[0]
+    held: dict = {}
 
     def gated(data):
-        if allow():
-            printer(data)
+        if not allow():
+            return
+        lines = data.get("lines")
+        if isinstance(lines, list):
+            lines = without_teardown_tracebacks(lines, held.setdefault(data.get("pid"), []))
+            if not lines:
+                return
+            data = {**data, "lines": lines}
+        printer(data)
 
     dispatcher.remove_handler(PRINT_LOGS_HANDLER)
     dispatcher.add_handler(PRINT_LOGS_HANDLER, gated)  # ray.shutdown() removes it by this name

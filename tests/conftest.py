@@ -78,3 +78,16 @@ def offline_model_dir() -> Path:
     from hybridir.offline_model import ensure_offline_model
 
     return ensure_offline_model()
+
+
+# --- the slow marker follows Ray ----------------------------------------------------------
+RAY_FIXTURES = {"ray_session"}  # fixtures that start a local Ray instance
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that starts Ray, through its fixtures too, is ``slow``: ``-m 'not slow'`` then
+    never starts Ray, so it can run beside a study (one local Ray instance at a time: two make
+    Ray's State API auto-detection, which Train's placement-group cleaner uses, fail)."""
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

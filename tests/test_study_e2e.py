@@ -13,13 +13,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from study_process import REPO, driver, finished, wait, wait_session_gone, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
 TINY = [
     # Full depth is too slow for a test: 2 layers, the top one trained, the bottom cached.
     "--set", "model.num_layers=2",
@@ -48,41 +47,24 @@ TINY = [
 ]
 
 
-def _driver(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, str(REPO / "study" / "run.py"), *args], cwd=REPO, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _finished_lines(output: Path) -> list[dict]:
-    path = output / "results" / "trials.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 @pytest.mark.slow
 def test_study_runs_is_interrupted_and_resumes(tmp_path):
-    output = tmp_path / "study"
-    first = _driver([*TINY, "--output", str(output)], tmp_path / "first.log")
-    deadline = time.time() + 420
-    while not _finished_lines(output) and first.poll() is None and time.time() < deadline:
-        time.sleep(2)
-    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-    assert _finished_lines(output), "no trial finished in time"
-    first.send_signal(signal.SIGINT)  # Ctrl-C in the middle of the second trial
-    try:
-        code = first.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(first.pid, signal.SIGKILL)  # a driver that ignores Ctrl-C is killed, as a user would
-        code = first.wait()
-    finished_before = {row["trial_id"] for row in _finished_lines(output)}
-    assert code != 0 or len(finished_before) == 2
+    output, log = tmp_path / "study", tmp_path / "first.log"
+    first = driver([*TINY, "--output", str(output)], log)
+    wait_until(lambda: finished(output), first, log, 420, "a finished trial", poll_s=1)
+    os.killpg(first.pid, signal.SIGINT)  # Ctrl-C (to the process group) in the middle of the second trial
+    code = wait(first, log, 120)
+    finished_before = {row["trial_id"] for row in finished(output)}
+    assert code == 130 or (code == 0 and len(finished_before) == 2), f"exit {code}:\n{log.read_text()[-3000:]}"
+    assert not wait_session_gone(first.pid), "processes outlived the interrupted driver"
+    if code == 130:
+        hints = [line for line in log.read_text().splitlines() if "study/run.py --resume" in line]
+        assert len(hints) == 1 and hints[0].startswith("[study] interrupted"), log.read_text()[-3000:]
 
-    second = _driver(["--resume", str(output)], tmp_path / "second.log")
-    assert second.wait(timeout=420) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    second = driver(["--resume", str(output)], tmp_path / "second.log")
+    assert wait(second, tmp_path / "second.log", 420) == 0, (tmp_path / "second.log").read_text()[-3000:]
 
-    lines = _finished_lines(output)
+    lines = finished(output)
     trial_ids = [row["trial_id"] for row in lines]
     assert len(set(trial_ids)) == 2, trial_ids
     assert len(trial_ids) == 2, f"a trial was recorded twice: {trial_ids}"  # finished trials not rerun
@@ -217,7 +199,9 @@ def _check_console(*logs: Path) -> None:
     Tune warn that it saved its state), with the lines that continue them."""
     warning = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:,.]+\s+WARNING ")
     for log in logs:
-        lines = [line for line in log.read_text().splitlines() if line.strip()]
+        text = log.read_text()
+        assert "Traceback" not in text and "Exception ignored" not in text, text[-3000:]
+        lines = [line for line in text.splitlines() if line.strip()]
         chatter, in_warning = [], False
         for line in lines:
             if line.startswith(("[study]", "[export]")):
