@@ -28,7 +28,6 @@ STUDY = [
     "--set", "evaluation.intermediate.max_queries=8",
     "--set", "evaluation.intermediate.languages=[en, th]",
     "--set", "evaluation.final=[{dataset: xquad-r, languages: [en, th], max_queries: 8}]",
-    "--set", "report.low_resource_languages=[th]",
     "--set", "search.seeds=0",
     "--set", "axes.batching.alpha=[0.0, 1.0]",  # two trials: one to interrupt, one to start after it
 ]
