@@ -29,6 +29,7 @@ STUDY = [
     "--set", "evaluation.intermediate.languages=[en, th]",
     "--set", "evaluation.final=[{dataset: xquad-r, languages: [en, th], max_queries: 8}]",
     "--set", "search.seeds=0",
+    "--set", "resources.export_models=false",  # the resumed study keeps its choice (study.yaml)
     "--set", "axes.batching.alpha=[0.0, 1.0]",  # two trials: one to interrupt, one to start after it
 ]
 RESUME_HINT = "python study/run.py --resume"
@@ -99,3 +100,6 @@ def test_interrupted_at_every_moment_then_resumed(tmp_path, tiny_encoder_dir):
     trials = pd.read_csv(output / "results" / "trials.csv")
     assert sorted(trials["axis/batching.alpha"]) == [0.0, 1.0] and set(trials["status"]) == {"completed"}
     assert (output / "results" / "zero_shot.json").is_file()
+    # resources.export_models=false: nothing exported, the user told how to export later
+    assert "models not exported (resources.export_models=false)" in text, text[-3000:]
+    assert not (output / "models").exists()
