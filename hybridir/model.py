@@ -438,6 +438,9 @@ def _load_slim_encoder(directory: Path, num_layers: int | None) -> tuple[PreTrai
     if not base or train_layers is None:
         raise ModelNotAvailableError(f"{directory / SETTINGS_FILE}: a slim save ({TRAINABLE_FILE}) needs "
                                      "'base' and 'train_layers'")  # fmt: skip
+    saved_layers = int(json.loads((directory / "config.json").read_text())["num_hidden_layers"])
+    if num_layers is not None and num_layers < saved_layers:  # checked before any weights load
+        raise ValueError(f"model.num_layers={num_layers}: {directory} is a slim save; cut layers from its base instead")
     source, defaults = _resolve(base["name"])
     base_layers = base["num_layers"] if base["num_layers"] is not None else defaults.num_layers
     encoder, total_layers = _load_encoder(source, base_layers, base["name"])
@@ -451,13 +454,12 @@ def _load_slim_encoder(directory: Path, num_layers: int | None) -> tuple[PreTrai
             "full models where they were trained."
         )
     trainable = load_file(str(directory / TRAINABLE_FILE))
-    missing, unexpected = encoder.load_state_dict(trainable, strict=False)
-    frozen = {k for k in encoder.state_dict() if k not in trainable}
-    if unexpected or set(missing) - frozen:
+    # Keys missing from the file are the frozen ones (checked above); keys it has beyond the
+    # base's are a save of another architecture.
+    _, unexpected = encoder.load_state_dict(trainable, strict=False)
+    if unexpected:
         raise ModelNotAvailableError(f"{directory / TRAINABLE_FILE} does not fit {base['name']!r}: "
                                      f"unexpected {sorted(unexpected)[:5]}")  # fmt: skip
-    if num_layers is not None and num_layers < int(encoder.config.num_hidden_layers):
-        raise ValueError(f"model.num_layers={num_layers}: {directory} is a slim save; cut layers from its base instead")
     return encoder, total_layers
 
 
