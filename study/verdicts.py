@@ -171,8 +171,8 @@ def claim_weights(ctx: ReportContext, runs: _Runs, claim: Claim) -> dict[int, fl
 
 
 def _cells_text(ctx: ReportContext, claim: Claim, weights: dict[int, float]) -> str:
-    if claim.slope is not None:
-        values = sorted({ctx.spec.cells()[c][claim.slope.axis] for c in weights})
+    if claim.slope is not None:  # every axis value of the range (an OLS weight may be 0)
+        values = sorted({v for v in ctx.spec.axes[claim.slope.axis] if claim.slope.covers(v)})
         scale = "" if claim.slope.scale == "linear" else f" ({claim.slope.scale} scale)"
         return f"slope over {claim.slope.axis} = {', '.join(map(str, values))}{scale}"
     if claim.contrast is not None:
@@ -200,6 +200,7 @@ def compute_verdicts(ctx: ReportContext, n_resamples: int = 4000, n_permutations
             result = contrast_from_matrices(
                 built.matrices, built.seed_labels, {cell_label(ctx, c): w for c, w in weights.items()},
                 claim.setting_text, measure_column(claim.measure), n_items_dropped=built.n_items_dropped,
+                item_blocks=built.item_blocks,
                 margin=claim.margin if claim.direction == "equivalent" else None,
                 n_resamples=n_resamples, n_permutations=n_permutations, seed=index,
             )

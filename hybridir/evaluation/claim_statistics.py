@@ -16,8 +16,9 @@ unchanged (docs/metrics.md, "Claim statistics"):
 * a difference across datasets (``datasets = {"xquad-r": 1, "mlqa-r": -1}``): the item axis is
   the disjoint union of the datasets' items (ids prefixed by the dataset), the B items entering
   with the sign -1, so each run's statistic is ``T_A,s - T_B,s`` (the same run: the seed term is
-  the variance of the within-run difference) and the item term the sum of the two datasets'
-  item terms (independent question sets).
+  the variance of the within-run difference); :attr:`StatisticMatrices.item_blocks` labels the
+  columns by dataset, so that the item term is the sum of the two datasets' own item terms
+  (independent question sets; ``contrast_inference(item_blocks=...)``).
 
 Pure numpy / pandas.
 """
@@ -85,6 +86,8 @@ class StatisticMatrices:
     seed_labels: dict[Hashable, list[Hashable]]
     items: list[Hashable]
     n_items_dropped: int
+    # the dataset of each item column when there are several (independent item sets), else None
+    item_blocks: list[str] | None = None
     # (cell, seed) -> {dataset: the argmin language} (worst-language statistics only)
     worst: dict[tuple[Hashable, Hashable], dict[str | None, str]] = field(default_factory=dict)
 
@@ -180,7 +183,8 @@ def statistic_matrices(runs: Mapping[Hashable, Mapping[Hashable, pd.DataFrame]],
             rows_of_cell.append(np.concatenate(parts))
         matrices[cell] = np.vstack(rows_of_cell)
         labels[cell] = list(seeds)
-    return StatisticMatrices(matrices, labels, items, dropped, worst)
+    blocks = [str(d) for d in stat.datasets for _ in shared[d]] if multi_dataset else None
+    return StatisticMatrices(matrices, labels, items, dropped, blocks, worst)
 
 
 def run_values(runs: Mapping[Hashable, pd.DataFrame], stat: ClaimStatistic) -> dict[Hashable, float]:

@@ -405,6 +405,7 @@ def contrast_inference(
     n_permutations: int = 9999,
     rng: np.random.Generator | int | None = 0,
     force_two_level: bool = False,
+    item_blocks: Sequence[Hashable] | None = None,
 ) -> Inference:
     """CI, SE and p-value of ``sum_c w_c mean_s sum_i D_c[s, i]`` from the item matrices.
 
@@ -415,6 +416,9 @@ def contrast_inference(
     exact under equal seed variances, docs/metrics.md); False: one per cell (needs >= 2 seeds
     in every cell, else pooled anyway).
     The seed-aware methods give no interval (NaN, p NaN) when every cell has 1 seed.
+    ``item_blocks``: a label per item column for independent item sets side by side (the two
+    datasets of a cross-dataset claim): the item term is the sum of the blocks' terms
+    (:func:`hybridir.evaluation.seed_item_variance.contrast_variance`); seed-aware methods only.
     """
     if method not in METHODS:
         raise ValueError(f"method {method!r} unknown; choose from {METHODS}")
@@ -429,6 +433,8 @@ def contrast_inference(
         return Inference(nan, nan, nan, 1.0 if method == "bootstrap-legacy" else nan, hypothesis,
                          "none (fewer than 2 shared items)")
     if method == "bootstrap-legacy":
+        if item_blocks is not None:
+            raise ValueError("item_blocks needs a seed-aware method (gpq or satterthwaite)")
         return _legacy_inference(matrices, weights, item_contrasts, hypothesis, alternative, null, confidence,
                                  n_resamples, n_permutations, rng, force_two_level)
     seeds = [np.asarray(m).shape[0] for c, m in matrices.items() if weights[c] != 0]
@@ -436,7 +442,7 @@ def contrast_inference(
         nan = float("nan")
         return Inference(nan, nan, nan, nan, hypothesis, "none (1 seed per cell: seed-to-seed variance unknown)")
     pooled = pool_seeds or min(seeds) < 2
-    cv = contrast_variance(matrices, weights, pool_seeds=pooled)
+    cv = contrast_variance(matrices, weights, pool_seeds=pooled, item_blocks=item_blocks)
     if method == "gpq":
         reference = GeneralizedPivot(estimate, cv, draws=n_draws, rng=rng)
         label = "generalized pivotal quantity"
@@ -536,11 +542,13 @@ def contrast_from_matrices(
     n_permutations: int = 9999,
     seed: int = 0,
     force_two_level: bool = False,
+    item_blocks: Sequence[Hashable] | None = None,
 ) -> ContrastResult:
     """:func:`paired_contrast` from item matrices already built (``matrices``: cell -> (seeds x
     shared items) contributions, as :func:`item_matrices` or
     :func:`hybridir.evaluation.claim_statistics.statistic_matrices` give them; ``seed_labels``:
-    cell -> the label of each matrix row). ``setting`` / ``measure`` only label the result."""
+    cell -> the label of each matrix row; ``item_blocks``: see :func:`contrast_inference`).
+    ``setting`` / ``measure`` only label the result."""
     if set(weights) != set(matrices):
         raise ValueError(f"weights name cells {sorted(weights)} but matrices has {sorted(matrices)}")
     if margin is not None and margin <= 0:
@@ -555,7 +563,7 @@ def contrast_from_matrices(
     inference = contrast_inference(
         matrices, weights, margin=margin, method=method, pool_seeds=pool_seeds, confidence=confidence,
         n_draws=n_draws, n_resamples=n_resamples, n_permutations=n_permutations, rng=seed,
-        force_two_level=force_two_level,
+        force_two_level=force_two_level, item_blocks=item_blocks,
     )
     seed_spread = {cell: float(values.std(ddof=1)) if len(values) >= 2 else None for cell, values in per_seed.items()}
     seed_labels = {cell: list(seed_labels[cell]) for cell in matrices}
