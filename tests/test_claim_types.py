@@ -82,6 +82,7 @@ def run_study(tmp_path, raw: dict, frame_of, seeds=(1, 2, 3)):
             row.update({f"axis/{k}": v for k, v in axes.items()})
             store.append_trial(row)
     ctx = ReportContext(spec, store, store.trials(), store.history(), tmp_path / "reports")
+    run_study.ctx = ctx  # for a test that draws the report's figures from the same results
     return spec, frames, compute_verdicts(ctx).set_index("claim")
 
 
@@ -320,6 +321,30 @@ def test_a_trade_off_of_one_cell_is_a_claim_when_the_metric_weights_sum_to_zero(
     expect_error(study({"batching.alpha": [0.0, 1.0]}, [bad]), "claim 'multi-above-cross'.contrast: the weights must sum to 0")
 
 
+def test_cells_figure_draws_every_claim_statistic(tmp_path, monkeypatch):
+    """The report's cells figure (study.report.plot_cells) plots each claim's own statistic: a
+    combination of settings, a cross-dataset difference, a worst language."""
+    import study.report as report_module
+
+    compare = {"a": {"batching.alpha": 0.0}, "b": {"batching.alpha": 1.0}}
+    claims = [{**CLAIM, "id": "combo", "setting": None, "metric_weights": {"multi": 1, "cross": -1}, "compare": compare},
+              {**CLAIM, "id": "datasets", "minus_dataset": "mlqa-r", "compare": compare},
+              {**CLAIM, "id": "worst", "worst_language": ["th", "el"], "compare": compare}]
+    claims = [{k: v for k, v in c.items() if v is not None} for c in claims]
+    rng = np.random.default_rng(10)
+    run_study(tmp_path, study({"batching.alpha": [0.0, 1.0]}, claims, finals=("xquad-r", "mlqa-r")),
+              lambda axes, seed: pd.concat([lareqa_rows(rng, "xquad-r"), lareqa_rows(rng, "mlqa-r", items=ITEMS[:30])],
+                                           ignore_index=True))
+    drawn = []
+    monkeypatch.setattr(report_module, "save_figure", lambda fig, path: drawn.append(fig) or path)
+    assert report_module.plot_cells(run_study.ctx, tmp_path / "cells.png") is not None
+    titles = [ax.get_title() for ax in drawn[0].axes]
+    assert [t.split("\n")[0] for t in titles] == ["xquad-r multi - cross mAP", "xquad-r - mlqa-r cross mAP",
+                                                   "xquad-r cross mAP (worst of th el)"]
+    for ax in drawn[0].axes:  # two cells, each with its CI, and the zero-shot line is absent (none stored)
+        assert len(ax.get_xticklabels()) == 2
+
+
 # --- the worst language of a set ------------------------------------------------------------------
 def test_worst_language_is_the_per_run_minimum(tmp_path):
     claim = {**CLAIM, "id": "worst-language-improves", "worst_language": ["en", "th", "el"],
@@ -473,3 +498,15 @@ def test_planner_weights_need_no_results():
     weights = claim_cell_weights(spec, spec.claims[0])
     assert sorted(weights.values()) == [-0.5, -0.5, 0.5, 0.5]
     assert all(len(list(group)) for _, group in itertools.groupby(weights))
+
+
+def test_set_overrides_that_remove_a_claims_cells_or_second_dataset_mark_it_untestable():
+    """A small local run (--set) keeps the new claim types, marked untestable with the reason."""
+    interaction = {**CLAIM, "id": "interaction", "contrast": INTERACTION}
+    across = {**CLAIM, "id": "across", "minus_dataset": "mlqa-r",
+              "compare": {"a": {"batching.alpha": 0.0}, "b": {"batching.alpha": 1.0}}}
+    spec = load_study(study(TWO_AXES, [interaction, across], finals=("xquad-r", "mlqa-r")),
+                      ["axes.batching.batch_size=[16]", "evaluation.final=[{dataset: xquad-r}]"])
+    claims = {claim.id: claim for claim in spec.claims}
+    assert "contrast[0].cell: batching.batch_size=32 is not a value" in claims["interaction"].untestable
+    assert "dataset 'mlqa-r' is not among evaluation.final" in claims["across"].untestable
