@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -257,8 +258,6 @@ class ClaimSlope(_Strict):
 
     def x(self, value: float) -> float:
         """An axis value on the slope's scale."""
-        import math
-
         return {"linear": float, "log2": math.log2, "log": math.log}[self.scale](value)
 
     def covers(self, value: Any) -> bool:

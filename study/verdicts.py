@@ -21,12 +21,7 @@ import numpy as np
 import pandas as pd
 
 from hybridir.evaluation.claim_statistics import ClaimStatistic, measure_column, run_values, statistic_matrices
-from hybridir.evaluation.significance import (
-    LOWER_IS_BETTER,
-    ContrastResult,
-    apply_holm,
-    contrast_from_matrices,
-)
+from hybridir.evaluation.significance import ContrastResult, apply_holm, contrast_from_matrices
 from hybridir.languages import canonical
 from study.question import get_question, selector_keywords
 from study.questions.common import ReportContext, representative_trials
