@@ -49,6 +49,7 @@ STUDY = [
     "--samples", "3",
     "--set", "search.seeds=0",
     "--set", "resources.max_failures=2",
+    "--set", "resources.export_models=false",  # the resumed study keeps its choice (study.yaml)
     # 2 DDP workers of 1 CPU each (the shipped default runs one worker with both cores)
     "--set", "resources.cpus_per_worker=1",
     "--num-workers", "2",
@@ -145,7 +146,12 @@ def test_driver_sigkill_then_resume_finishes_every_trial_once(resumed_study):
     assert set(trials["status"]) == {"completed"}
     assert [row["trial_id"] for row in lines].count(interrupted) == 1
     assert _steps(output, interrupted) == [2, 4, 6, 8]  # resumed, no gap, no duplicate
-    assert "restoring search experiment" in log.read_text()
+    text = log.read_text()
+    assert "restoring search experiment" in text
+    # resources.export_models=false, given to the first driver: the resume exports nothing and
+    # tells the user how to export later
+    assert "models not exported (resources.export_models=false)" in text, text[-3000:]
+    assert not (output / "models").exists()
 
 
 def _driver_traceback(text: str) -> bool:
