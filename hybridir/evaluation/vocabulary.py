@@ -54,6 +54,10 @@ def summary_key(setting: str, metric: str) -> str:
     return f"{setting}_{metric}"
 
 
+# The headline keys (the paper's table 1: Mo, Cr, Mul), also the search's default objective.
+MONO_MAP, CROSS_MAP, MULTI_MAP = (summary_key(setting, MAP) for setting in SETTINGS)
+
+
 def n_cells_key(setting: str) -> str:
     """``n_<setting>_cells``: how many (query, candidate language) cells a setting averaged."""
     return f"n_{setting}_cells"
