@@ -32,6 +32,7 @@ from study.storage import local_directory
 from study.verdicts import NOT_TESTED, ClaimNotTestable, _Runs, cell_label, verdict_markdown, write_verdicts
 from study.vocabulary import (
     CELL,
+    CLAIM,
     MEASURE,
     MODEL_DISPLAY_NAME,
     MODEL_TRAINING,
@@ -150,7 +151,7 @@ def plot_forest(verdicts: pd.DataFrame, path: Path) -> Path | None:
                             fontsize=7, color=colour)
             ax.plot(row["estimate"], yi, "o", color=colour)
         ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(y, [f"{r['claim']} ({r['verdict']})" for r in part.to_dict("records")], fontsize=8)
+        ax.set_yticks(y, [f"{r[CLAIM]} ({r['verdict']})" for r in part.to_dict("records")], fontsize=8)
         ax.set_ylim(-0.7, len(part) - 0.3)
         ax.set_title(f"{panel}: contrast and 95% CI (seeds and questions)", fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
