@@ -94,7 +94,54 @@ def check_data(spec: StudySpec) -> None:
                 raise StudyConfigError(f"{where}: data.languages: {data.source} has no language {code!r}")
 
     check_leakage(spec)
+    check_claims(spec)
     check_question(spec)
+
+
+@lru_cache(maxsize=None)
+def _lareqa_settings(dataset: str, languages: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The LAReQA settings the set's per-query rows will have (restricted to ``languages``):
+    mono needs a query with an answer in its own language, cross one with an answer in
+    another (AfriQA's queries are in African languages, its passages in en/fr: no mono)."""
+    corpus = load_eval_set(dataset, languages=None if languages is None else list(languages))
+    mono = cross = False
+    for language, queries in corpus.queries.items():
+        for qid in queries:
+            answers = corpus.relevant.get(qid, {})
+            mono = mono or language in answers
+            cross = cross or any(other != language for other in answers)
+        if mono and cross:
+            break
+    return tuple(s for s, present in (("mono", mono), ("cross", cross), ("multi", True)) if present)
+
+
+def check_claims(spec: StudySpec) -> None:
+    """What the schema cannot see: a claim's languages (``involving``, ``worst_language``) are
+    scored by its datasets, and its settings exist in their rows (an AfriQA claim on the
+    monolingual setting fails here, not as "not tested" after the study ran). The kind checks
+    (a bitext set has no mAP settings) run in the schema (study.spec)."""
+    finals = {final.dataset: final for final in spec.evaluation.final}
+    for index, claim in enumerate(spec.claims):
+        if claim.untestable:
+            continue
+        where = f"claims[{index}] ({claim.id})"
+        for dataset in claim.datasets:
+            final = finals[dataset]
+            restricted = tuple(sorted(map(canonical, final.languages))) if final.languages else None
+            available = set(restricted or _eval_languages(dataset))
+            for field in ("involving", "worst_language"):
+                for position, code in enumerate(getattr(claim, field) or []):
+                    if _canonical(code, f"{where}.{field}[{position}]") not in available:
+                        raise StudyConfigError(f"{where}.{field}[{position}]: {dataset} (as evaluated: evaluation.final) "
+                                               f"has no language {code!r} (has {sorted(available)})")
+            if eval_set_kind(dataset) != "lareqa":
+                continue
+            produced = _lareqa_settings(dataset, restricted)
+            field = "setting" if claim.metric_weights is None else "metric_weights"
+            for setting in claim.settings:
+                if setting not in produced:
+                    raise StudyConfigError(f"{where}.{field}: {dataset} has no {setting!r} setting (its queries and "
+                                           f"candidates give {list(produced)})")
 
 
 def check_question(spec: StudySpec) -> None:

@@ -21,15 +21,23 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from hybridir.evaluation.significance import LOWER_IS_BETTER, contrast_inference, item_matrices, run_statistic
-from hybridir.evaluation.vocabulary import AP, CANDIDATE_LANG, DATASET, QUERY_LANG, RANK_DISTANCE, SETTING
-from hybridir.languages import canonical
+from hybridir.evaluation.claim_statistics import run_values, statistic_matrices
+from hybridir.evaluation.significance import LOWER_IS_BETTER, contrast_inference
+from hybridir.evaluation.vocabulary import AP, DATASET, RANK_DISTANCE, SETTING
 from study.question import get_question
 from study.questions.common import ReportContext, plt, save_figure, zero_shot_info
 from study.results import ResultStore
 from study.spec import StudyConfigError, load_study
 from study.storage import local_directory
-from study.verdicts import NOT_TESTED, ClaimNotTestable, _Runs, cell_label, verdict_markdown, write_verdicts
+from study.verdicts import (
+    NOT_TESTED,
+    ClaimNotTestable,
+    _Runs,
+    cell_label,
+    claim_statistic,
+    verdict_markdown,
+    write_verdicts,
+)
 from study.vocabulary import (
     CELL,
     CLAIM,
@@ -175,7 +183,11 @@ def plot_cells(ctx: ReportContext, path: Path) -> Path | None:
     and questions (the same variance components as the verdicts, one cell at a time: the
     question spread is not paired away here), and the untrained model as a reference line."""
     claims = [c for c in ctx.spec.claims if not c.untestable]
-    statistics = list(dict.fromkeys((c.dataset, c.setting, c.measure, tuple(c.involving or ())) for c in claims))
+
+    def key_of(c):  # claims that test the same per-run statistic share a panel
+        return (tuple(c.datasets), c.setting_text, c.measure, tuple(c.involving or ()), tuple(c.worst_language or ()))
+
+    statistics = list(dict.fromkeys(key_of(c) for c in claims))
     if not statistics or ctx.completed.empty:
         return None
     runs = _Runs(ctx)
@@ -186,27 +198,24 @@ def plot_cells(ctx: ReportContext, path: Path) -> Path | None:
         zero = None
     panels = []
     for key in statistics:
-        claim = next(c for c in claims if (c.dataset, c.setting, c.measure, tuple(c.involving or ())) == key)
+        claim = next(c for c in claims if key_of(c) == key)
+        statistic = claim_statistic(claim)
         points = []
         for cell in cells:
             try:
-                cell_runs = runs.cell_runs(cell, claim)
-                matrices, _, _, _ = item_matrices({CELL: cell_runs}, claim.setting, claim.measure)
+                built = statistic_matrices({CELL: runs.run_frames(cell, claim)}, statistic)
             except (ClaimNotTestable, ValueError):
                 continue
-            inference = contrast_inference(matrices, {CELL: 1.0}, n_draws=5000, rng=cell)
-            points.append((cell, float(matrices[CELL].sum(axis=1).mean()), inference.ci_low, inference.ci_high,
-                           matrices[CELL].shape[0]))
+            inference = contrast_inference(built.matrices, {CELL: 1.0}, n_draws=5000, rng=cell,
+                                           item_blocks=built.item_blocks)
+            points.append((cell, float(built.matrices[CELL].sum(axis=1).mean()), inference.ci_low,
+                           inference.ci_high, built.matrices[CELL].shape[0]))
         if not points:
             continue
         reference = None
         if zero is not None:
-            rows = zero[zero[DATASET] == claim.dataset] if DATASET in zero else zero
-            if claim.involving:
-                wanted = {canonical(code) for code in claim.involving}
-                rows = rows[rows[QUERY_LANG].isin(wanted) | rows[CANDIDATE_LANG].isin(wanted)]
             try:
-                reference = run_statistic(rows, claim.setting, claim.measure)
+                reference = next(iter(run_values({"zero-shot": zero}, statistic).values()))
             except ValueError:
                 reference = None
         panels.append((claim, points, reference))
@@ -228,10 +237,11 @@ def plot_cells(ctx: ReportContext, path: Path) -> Path | None:
         ax.set_xticks(x, [f"{_axis_label(ctx, p[0])}\n{p[4]} seed{'s' if p[4] > 1 else ''}" for p in points],
                       fontsize=7)
         name = "rank distance" if claim.measure == RANK_DISTANCE else \
-            f"{claim.setting} {'mAP' if claim.measure == AP else claim.measure}"
+            f"{claim.setting_text} {'mAP' if claim.measure == AP else claim.measure}"
         better = "lower is better" if claim.measure in LOWER_IS_BETTER else "higher is better"
         suffix = f" ({' '.join(claim.involving)})" if claim.involving else ""
-        ax.set_title(f"{claim.dataset} {name}{suffix}\n({better})", fontsize=8)
+        suffix += f" (worst of {' '.join(claim.worst_language)})" if claim.worst_language else ""
+        ax.set_title(f"{claim.dataset_text} {name}{suffix}\n({better})", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=6, loc="best")
         ax.set_xlim(-0.6, len(points) - 0.4)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -222,7 +223,13 @@ class ReportSettings(_Strict):
 
 # --- claims: what a study's report must answer, checked with paired statistics ------------
 # (hybridir.evaluation.significance; computed by study/verdicts.py)
-CLAIM_MEASURES = ("ap", "ndcg@10", "r@1", "r@10", "rank_distance")
+# What a claim may measure, per evaluator kind (hybridir.evaluation.evaluator): the settings
+# its per-query rows have and the measures (per-query columns; "accuracy" = bitext correct@1).
+CLAIM_SETTINGS_BY_KIND = {"lareqa": tuple(LAREQA_SETTINGS), "bitext": ("bitext",)}
+CLAIM_MEASURES_BY_KIND = {"lareqa": ("ap", "ndcg@10", "r@1", "r@10", "rank_distance"), "bitext": ("accuracy", "ap")}
+CLAIM_SETTINGS = tuple(dict.fromkeys(s for settings in CLAIM_SETTINGS_BY_KIND.values() for s in settings))
+CLAIM_MEASURES = tuple(dict.fromkeys(m for measures in CLAIM_MEASURES_BY_KIND.values() for m in measures))
+SLOPE_SCALES = ("linear", "log2", "log")
 # Selector values chosen from the results instead of named (study.question.selector_keywords):
 # "best" = the cell of highest claim statistic (lowest for rank_distance) along that axis, per
 # combination of the axes the selector leaves open; the questions add their own (the batch
@@ -237,78 +244,278 @@ class ClaimCompare(_Strict):
 
 
 class ClaimSlope(_Strict):
-    """The OLS slope of the claim statistic per unit of ``axis``, over the cells whose axis
-    value is >= ``from`` (other axes fixed by ``where``, else averaged)."""
+    """The OLS slope of the claim statistic per unit of ``axis`` (on its ``scale``: per
+    doubling for log2, per e-fold for log), over the cells whose axis value lies in
+    [``from``, ``to``] (``to`` None: no upper end; other axes fixed by ``where``, else averaged)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
     axis: str
     from_: float = Field(..., alias="from")
+    to: float | None = None
+    scale: Literal[SLOPE_SCALES] = "linear"  # type: ignore[valid-type]
     where: dict[str, Any] = Field(default_factory=dict)
+
+    def x(self, value: float) -> float:
+        """An axis value on the slope's scale."""
+        return {"linear": float, "log2": math.log2, "log": math.log}[self.scale](value)
+
+    def covers(self, value: Any) -> bool:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= self.from_
+                and (self.to is None or value <= self.to))
+
+
+class ContrastTerm(_Strict):
+    """One term of an arbitrary contrast: the cells ``cell`` selects (axes left out are
+    averaged) with ``weight``."""
+
+    cell: dict[str, Any]
+    weight: float
 
 
 class Claim(_Strict):
     id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     statement: str
     dataset: str = Field(..., description="one of evaluation.final")
-    setting: Literal[LAREQA_SETTINGS]  # type: ignore[valid-type]
+    minus_dataset: str | None = Field(
+        None, description="the same contrast on this dataset (one of evaluation.final) is subtracted: "
+        "dataset minus minus_dataset, per run (e.g. XQuAD-R minus MLQA-R degradation)")
+    setting: Literal[CLAIM_SETTINGS] | None = None  # type: ignore[valid-type]
+    metric_weights: dict[str, float] | None = Field(
+        None, description="instead of setting: a combination of settings within each run, setting -> weight "
+        "(e.g. {multi: 1, cross: -1}: multilingual minus cross-lingual, a trade-off)")
     measure: Literal[CLAIM_MEASURES]  # type: ignore[valid-type]
     compare: ClaimCompare | None = None
     slope: ClaimSlope | None = None
+    contrast: list[ContrastTerm] | None = Field(
+        None, description="arbitrary cell weights summing to 0, e.g. an interaction (+1, -1, -1, +1)")
     direction: Literal["greater", "less", "equivalent"]
     margin: float | None = Field(None, gt=0, description="equivalence margin (default report.accuracy_tolerance)")
     involving: list[str] | None = Field(
         None, min_length=1, description="only language-pair cells whose query or candidate language is one of these"
     )
+    worst_language: list[str] | None = Field(
+        None, description="the minimum (rank distance: maximum) over these languages of the statistic on the "
+        "pairs involving each, per run")
+    smallest_effect: float | None = Field(
+        None, description="the smallest difference that matters: the report says when the design cannot detect it")
     untestable: str | None = Field(
         None, description="why this run cannot test the claim: set when --set axes.* removed its cells"
     )
 
     @model_validator(mode="after")
     def _shape(self) -> "Claim":
-        if (self.compare is None) == (self.slope is None):
-            raise ValueError(f"claim {self.id!r}: give exactly one of 'compare' or 'slope'")
+        where = f"claim {self.id!r}"
+        shapes = [name for name in ("compare", "slope", "contrast") if getattr(self, name) is not None]
+        if len(shapes) != 1:
+            raise ValueError(f"{where}: give exactly one of 'compare', 'slope' or 'contrast'"
+                             + (f" (got {shapes})" if shapes else ""))
+        if (self.setting is None) == (self.metric_weights is None):
+            raise ValueError(f"{where}: give exactly one of 'setting' or 'metric_weights'")
         if self.margin is not None and self.direction != "equivalent":
-            raise ValueError(f"claim {self.id!r}: 'margin' applies to direction 'equivalent' only")
+            raise ValueError(f"{where}: 'margin' applies to direction 'equivalent' only")
         if self.measure == "rank_distance" and self.setting != "multi":
-            raise ValueError(f"claim {self.id!r}: measure rank_distance exists in setting 'multi' only")
+            raise ValueError(f"{where}: measure rank_distance exists in setting 'multi' only"
+                             + (" (not in a metric_weights combination)" if self.metric_weights else ""))
+        if self.metric_weights is not None:
+            unknown = [s for s in self.metric_weights if s not in CLAIM_SETTINGS]
+            if unknown:
+                raise ValueError(f"{where}.metric_weights: {unknown} are not settings {CLAIM_SETTINGS}")
+            if len(self.metric_weights) < 2 or any(w == 0 for w in self.metric_weights.values()):
+                raise ValueError(f"{where}.metric_weights: needs >= 2 settings with non-zero weights, "
+                                 f"got {self.metric_weights} (one setting: use 'setting')")
+        if self.contrast is not None:
+            if len(self.contrast) < 2:
+                raise ValueError(f"{where}.contrast: needs >= 2 terms, got {len(self.contrast)}")
+            for index, term in enumerate(self.contrast):
+                if not term.cell:
+                    raise ValueError(f"{where}.contrast[{index}].cell: empty (name the cell's axis values)")
+                if term.weight == 0:
+                    raise ValueError(f"{where}.contrast[{index}].weight: 0 (drop the term)")
+            cells = [repr(sorted(term.cell.items(), key=str)) for term in self.contrast]
+            if len(set(cells)) != len(cells):
+                raise ValueError(f"{where}.contrast: a cell appears twice: {[t.cell for t in self.contrast]}")
+            total = sum(term.weight for term in self.contrast)
+            within_run = self.metric_weights is not None and abs(sum(self.metric_weights.values())) < 1e-9
+            if abs(total) > 1e-9 and not within_run:
+                raise ValueError(f"{where}.contrast: the weights must sum to 0 (a contrast compares cells), they sum "
+                                 f"to {total:g}: {[t.weight for t in self.contrast]}")
+        if self.slope is not None and self.slope.to is not None and not self.slope.to > self.slope.from_:
+            raise ValueError(f"{where}.slope.to: {self.slope.to:g} must exceed from={self.slope.from_:g}")
+        if self.minus_dataset is not None and self.minus_dataset == self.dataset:
+            raise ValueError(f"{where}.minus_dataset: the same as dataset {self.dataset!r}")
+        if self.worst_language is not None:
+            if self.involving is not None:
+                raise ValueError(f"{where}.worst_language: give either 'involving' or 'worst_language'")
+            if len(set(self.worst_language)) < 2:
+                raise ValueError(f"{where}.worst_language: needs >= 2 languages, got {self.worst_language}")
+        if self.smallest_effect is not None and not self.smallest_effect > 0:
+            raise ValueError(f"{where}.smallest_effect: must be > 0, got {self.smallest_effect}")
         return self
 
+    @property
+    def datasets(self) -> list[str]:
+        """The datasets the claim reads: ``dataset`` (and ``minus_dataset``)."""
+        return [self.dataset] + ([self.minus_dataset] if self.minus_dataset else [])
 
-def claim_grid_problem(compare: Any, slope: Any, axes: dict[str, list[Any]]) -> str | None:
-    """Why a claim's cells are not in the grid ``axes`` (None: they are). Works on raw dicts
-    (``--set`` handling, before validation) and on validated claims alike."""
-    def as_dict(value):
-        return value.model_dump(by_alias=True) if isinstance(value, BaseModel) else value
+    @property
+    def settings(self) -> dict[str, float]:
+        """setting -> weight within each run (``{setting: 1}`` for a plain claim)."""
+        return dict(self.metric_weights) if self.metric_weights is not None else {self.setting: 1.0}
 
-    compare, slope = as_dict(compare), as_dict(slope)
-    axes = {path: values for path, values in axes.items() if isinstance(values, list)}  # others: schema errors
+    @property
+    def setting_text(self) -> str:
+        """The setting, or the combination ("multi - cross")."""
+        if self.metric_weights is None:
+            return str(self.setting)
+        parts = []
+        for setting, weight in self.metric_weights.items():
+            sign = "-" if weight < 0 else "+"
+            size = "" if abs(weight) == 1 else f"{abs(weight):g} "
+            parts.append(f"{sign} {size}{setting}")
+        text = " ".join(parts)
+        return text[2:] if text.startswith("+ ") else text
+
+    @property
+    def dataset_text(self) -> str:
+        return self.dataset if self.minus_dataset is None else f"{self.dataset} - {self.minus_dataset}"
+
+
+def _selectors(compare: Any, slope: Any, contrast: Any) -> list[tuple[str, Any]]:
     selectors = []
     if isinstance(compare, dict):
         selectors += [("compare.a", compare.get("a")), ("compare.b", compare.get("b"))]
     if isinstance(slope, dict):
         selectors.append(("slope.where", slope.get("where") or {}))
-    for where, selector in selectors:
+    if isinstance(contrast, list):
+        selectors += [(f"contrast[{i}].cell", term.get("cell")) for i, term in enumerate(contrast)
+                      if isinstance(term, dict)]
+    return selectors
+
+
+def claim_grid_problem(compare: Any, slope: Any, axes: dict[str, list[Any]], contrast: Any = None) -> str | None:
+    """Why a claim's cells are not in the grid ``axes`` (None: they are). Works on raw dicts
+    (``--set`` handling, before validation) and on validated claims alike."""
+    def as_dict(value):
+        if isinstance(value, list):
+            return [as_dict(v) for v in value]
+        return value.model_dump(by_alias=True) if isinstance(value, BaseModel) else value
+
+    compare, slope, contrast = as_dict(compare), as_dict(slope), as_dict(contrast)
+    axes = {path: values for path, values in axes.items() if isinstance(values, list)}  # others: schema errors
+    for where, selector in _selectors(compare, slope, contrast):
         for path, value in (selector or {}).items() if isinstance(selector, dict) else ():
             if path in axes and value not in selector_keywords() and value not in axes[path]:
                 return f"{where}: {path}={value!r} is not a value of axes[{path!r}] {axes[path]}"
     if isinstance(slope, dict) and slope.get("axis") in axes:
-        axis, start = slope["axis"], slope.get("from")
+        axis, start, end = slope["axis"], slope.get("from"), slope.get("to")
         numeric = [v for v in axes[axis] if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if isinstance(start, (int, float)) and len([v for v in numeric if v >= start]) < 2:
-            return f"slope: fewer than 2 values of axes[{axis!r}] {axes[axis]} are >= from={start}"
+        if isinstance(start, (int, float)):
+            inside = [v for v in numeric if v >= start and (not isinstance(end, (int, float)) or v <= end)]
+            if len(inside) < 2:
+                span = f">= from={start}" + (f" and <= to={end}" if isinstance(end, (int, float)) else "")
+                return f"slope: fewer than 2 values of axes[{axis!r}] {axes[axis]} are {span}"
     return None
+
+
+def _check_claim_kind(claim: Claim, where: str) -> None:
+    """The claim's settings and measure exist in the per-query rows of its datasets' evaluator
+    kind (``lareqa``: mono / cross / multi; ``bitext``: bitext accuracy); an unregistered
+    dataset is left to :func:`study.checks.check_data`, which names it."""
+    from hybridir.data.registry import eval_set_kind
+
+    kinds = {}
+    for field in ("dataset", "minus_dataset"):
+        name = getattr(claim, field)
+        if name is None:
+            continue
+        try:
+            kinds[field] = eval_set_kind(name)
+        except ValueError:
+            return
+        if kinds[field] not in CLAIM_SETTINGS_BY_KIND:
+            raise ValueError(f"{where}.{field}: {name!r} is scored as kind {kinds[field]!r}, which claims do not "
+                             f"support (claims support kinds {sorted(CLAIM_SETTINGS_BY_KIND)})")
+    if not kinds:
+        return
+    if len(set(kinds.values())) > 1:
+        raise ValueError(f"{where}.minus_dataset: {claim.minus_dataset!r} is scored as kind {kinds['minus_dataset']!r}, "
+                         f"dataset {claim.dataset!r} as {kinds['dataset']!r}: a difference needs one kind")
+    kind = kinds.get("dataset") or kinds["minus_dataset"]
+    settings, measures = CLAIM_SETTINGS_BY_KIND[kind], CLAIM_MEASURES_BY_KIND[kind]
+    field = "setting" if claim.metric_weights is None else "metric_weights"
+    for setting in claim.settings:
+        if setting not in settings:
+            raise ValueError(f"{where}.{field}: {setting!r} is not a setting of {claim.dataset!r} (kind {kind!r}: "
+                             f"settings {list(settings)})")
+    if claim.measure not in measures:
+        raise ValueError(f"{where}.measure: {claim.measure!r} is not a measure of {claim.dataset!r} (kind {kind!r}: "
+                         f"measures {list(measures)})")
+
+
+def claim_cell_weights(spec: "StudySpec", claim: Claim, pick: Any = None, drop_zero: bool = True) -> dict[int, float]:
+    """Grid cell index -> the claim's contrast weight (cells of weight 0 dropped), from the spec
+    alone: what the verdicts and the planner (``--plan``) weight the cells with.
+
+    ``compare``: +1 / -1 spread equally over the cells each side selects (axes it leaves open
+    are averaged); ``slope``: OLS weights on the axis values in [from, to] on the claim's scale
+    (cells sharing an x value share its weight); ``contrast``: each term's weight spread over
+    the cells it selects. A keyword selector ("best", "recommended") picks one cell per
+    combination of the open axes: ``pick(keyword, path, members) -> cells`` chooses from the
+    results (study.verdicts); without it (planning, validation) the first member stands in,
+    which gives the same design (one cell per group).
+    """
+    from hybridir.evaluation.significance import slope_weights
+
+    cells = spec.cells() or [{}]
+    keywords = selector_keywords()
+
+    def side(selector: dict) -> list[int]:
+        matching = spec._matching_cells(selector)
+        keyword_axes = [path for path, value in selector.items() if value in keywords]
+        if not keyword_axes:
+            return matching
+        path = keyword_axes[0]
+        open_axes = [p for p in spec.axes if p not in selector]
+        groups: dict[tuple, list[int]] = {}
+        for cell in matching:
+            groups.setdefault(tuple(repr(cells[cell][p]) for p in open_axes), []).append(cell)
+        chosen: list[int] = []
+        for members in groups.values():
+            chosen += list(pick(selector[path], path, members)) if pick is not None else members[:1]
+        return chosen
+
+    weights: dict[int, float] = {}
+    if claim.compare is not None or claim.contrast is not None:
+        terms = ([(claim.compare.a, 1.0), (claim.compare.b, -1.0)] if claim.compare is not None
+                 else [(term.cell, term.weight) for term in claim.contrast])
+        for selector, weight in terms:
+            chosen = side(selector)
+            if not chosen:
+                raise ValueError(f"claim {claim.id!r}: no grid cell matches {selector}")
+            for cell in chosen:
+                weights[cell] = weights.get(cell, 0.0) + weight / len(chosen)
+    else:
+        slope = claim.slope
+        by_x: dict[float, list[int]] = {}
+        for cell in spec._matching_cells(slope.where):
+            if slope.covers(cells[cell][slope.axis]):
+                by_x.setdefault(slope.x(cells[cell][slope.axis]), []).append(cell)
+        per_x = slope_weights({x: x for x in by_x})
+        for x, group in by_x.items():  # other open axes: averaged at each x
+            for cell in group:
+                weights[cell] = per_x[x] / len(group)
+    return {cell: w for cell, w in weights.items() if abs(w) > 1e-12 or not drop_zero}
 
 
 def _claim_axes(claim: Any) -> set[str]:
     """The axis paths a raw claim names."""
     paths: set[str] = set()
-    compare, slope = claim.get("compare"), claim.get("slope")
-    if isinstance(compare, dict):
-        for side in ("a", "b"):
-            paths |= set(compare.get(side) or {}) if isinstance(compare.get(side), dict) else set()
+    compare, slope, contrast = claim.get("compare"), claim.get("slope"), claim.get("contrast")
+    for _, selector in _selectors(compare, slope, contrast):
+        paths |= set(selector) if isinstance(selector, dict) else set()
     if isinstance(slope, dict):
-        paths |= {slope.get("axis")} | (set(slope.get("where") or {}) if isinstance(slope.get("where"), dict) else set())
+        paths |= {slope.get("axis")}
     return paths
 
 
@@ -329,15 +536,17 @@ def _mark_untestable_claims(raw: dict, axes_before: dict, finals_before: list | 
     for claim in raw.get("claims") or []:
         if not isinstance(claim, dict) or claim.get("untestable"):
             continue
-        dataset = claim.get("dataset")
-        if finals is not None and finals != finals_before and dataset not in finals and dataset in (finals_before or []):
-            claim["untestable"] = f"dataset {dataset!r} is not among evaluation.final {finals} (changed by --set)"
+        dropped = [d for d in (claim.get("dataset"), claim.get("minus_dataset"))
+                   if d is not None and finals is not None and finals != finals_before and d not in finals
+                   and d in (finals_before or [])]
+        if dropped:
+            claim["untestable"] = f"dataset {dropped[0]!r} is not among evaluation.final {finals} (changed by --set)"
             continue
         if not (_claim_axes(claim) & changed_axes):
             continue
         removed = sorted(p for p in _claim_axes(claim) & changed_axes if p not in axes)
         problem = (f"{', '.join(removed)} no longer an axis" if removed
-                   else claim_grid_problem(claim.get("compare"), claim.get("slope"), axes))
+                   else claim_grid_problem(claim.get("compare"), claim.get("slope"), axes, claim.get("contrast")))
         if problem:
             changed = ", ".join(f"axes.{p}" for p in sorted(_claim_axes(claim) & changed_axes))
             claim["untestable"] = f"{problem} ({changed} changed by --set)"
@@ -399,21 +608,29 @@ class StudySpec(_Strict):
         return self
 
     def _check_claims(self) -> None:
-        """Claims name existing axes, values of the grid, a final dataset; errors name the claim."""
+        """Claims name existing axes, values of the grid, a final dataset, a setting and measure
+        of that dataset's evaluator kind; errors name the claim and the field."""
         finals = [final.dataset for final in self.evaluation.final]
         ids = [claim.id for claim in self.claims]
         if len(set(ids)) != len(ids):
             raise ValueError(f"claims: ids repeat: {ids}")
         for index, claim in enumerate(self.claims):
             where = f"claims[{index}] ({claim.id})"
-            if claim.dataset not in finals and claim.untestable is None:
-                raise ValueError(f"{where}.dataset: {claim.dataset!r} is not among evaluation.final {finals}")
+            for field in ("dataset", "minus_dataset"):
+                name = getattr(claim, field)
+                if name is not None and name not in finals and claim.untestable is None:
+                    raise ValueError(f"{where}.{field}: {name!r} is not among evaluation.final {finals}")
+            _check_claim_kind(claim, where)
             if claim.direction == "equivalent" and claim.margin is None:
                 if self.report.accuracy_tolerance <= 0:
                     raise ValueError(f"{where}.margin: needed (report.accuracy_tolerance is 0)")
                 claim.margin = self.report.accuracy_tolerance
-            selectors = {"compare.a": claim.compare.a, "compare.b": claim.compare.b} if claim.compare else {
-                "slope.where": claim.slope.where}
+            if claim.compare:
+                selectors = {"compare.a": claim.compare.a, "compare.b": claim.compare.b}
+            elif claim.slope:
+                selectors = {"slope.where": claim.slope.where}
+            else:
+                selectors = {f"contrast[{i}].cell": term.cell for i, term in enumerate(claim.contrast)}
             known = selector_keywords()
             for field, selector in selectors.items():
                 keywords = [path for path, value in selector.items() if value in known]
@@ -422,8 +639,8 @@ class StudySpec(_Strict):
                 for path, value in selector.items():
                     if path not in self.axes:
                         raise ValueError(f"{where}.{field}: {path!r} is not an axis of the study {sorted(self.axes)}")
-                    if value in known and field == "slope.where":
-                        raise ValueError(f"{where}.slope.where.{path}: {value!r} is for compare only")
+                    if value in known and not field.startswith("compare"):
+                        raise ValueError(f"{where}.{field}.{path}: {value!r} is for compare only")
                     owner = known.get(value) if value in known else None
                     if owner is not None:
                         rule = get_question(owner).selectors[value]
@@ -440,9 +657,26 @@ class StudySpec(_Strict):
                     raise ValueError(f"{where}.slope.where: fixes the slope's own axis {axis!r}")
                 if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.axes[axis]):
                     raise ValueError(f"{where}.slope.axis: {axis!r} has non-numeric values {self.axes[axis]}")
-            problem = claim_grid_problem(claim.compare, claim.slope, self.axes)
+                if claim.slope.scale != "linear":
+                    bad = [v for v in self.axes[axis] if claim.slope.covers(v) and v <= 0]
+                    if bad or claim.slope.from_ <= 0:
+                        raise ValueError(f"{where}.slope.scale: {claim.slope.scale} needs axis values > 0 in the "
+                                         f"range (from={claim.slope.from_:g}; got {bad or claim.slope.from_})")
+            problem = claim_grid_problem(claim.compare, claim.slope, self.axes, claim.contrast)
             if problem and claim.untestable is None:
                 raise ValueError(f"{where}.{problem} (edit the claim, or drop claims with --set claims=[])")
+            if claim.contrast and claim.untestable is None:
+                for i, term in enumerate(claim.contrast):
+                    if not self._matching_cells(term.cell):
+                        raise ValueError(f"{where}.contrast[{i}].cell: no cell of the grid matches {term.cell}")
+                if not claim_cell_weights(self, claim):
+                    raise ValueError(f"{where}.contrast: the terms cancel (every cell's weight sums to 0)")
+
+    def _matching_cells(self, selector: dict) -> list[int]:
+        """The grid cells a selector names (keyword values match every cell)."""
+        keywords = selector_keywords()
+        return [i for i, axes in enumerate(self.cells() or [{}])
+                if all(axes.get(path) == value for path, value in selector.items() if value not in keywords)]
 
     @property
     def base_config(self) -> TrainConfig:

@@ -1,8 +1,11 @@
 """Verdicts on a study's claims: paired statistics on the stored per-query results.
 
 Each claim of ``study.yaml`` (:class:`study.spec.Claim`) becomes a linear contrast over grid
-cells (A - B, or an OLS slope over an axis), computed by
-:func:`hybridir.evaluation.significance.paired_contrast` on the per-query rows of each
+cells (A - B, an OLS slope over an axis on a linear or log scale, or arbitrary weights such as
+an interaction; :func:`study.spec.claim_cell_weights`) of a per-run statistic (one metric, a
+combination of settings within each run, the worst language of a set, or the difference of
+two datasets; :mod:`hybridir.evaluation.claim_statistics`), computed by
+:func:`hybridir.evaluation.significance.contrast_from_matrices` on the per-query rows of each
 cell's representative runs (:func:`study.questions.common.representative_trials`: the
 ``--seeds`` re-runs of the cell's best configuration, else its best search trial), with the
 seed x question variance components and a generalized pivotal quantity. Holm's
@@ -17,18 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hybridir.evaluation.significance import (
-    LOWER_IS_BETTER,
-    ContrastResult,
-    apply_holm,
-    paired_contrast,
-    run_statistic,
-    slope_weights,
-)
+from hybridir.evaluation.claim_statistics import ClaimStatistic, measure_column, run_values, statistic_matrices
+from hybridir.evaluation.significance import ContrastResult, apply_holm, contrast_from_matrices
 from hybridir.languages import canonical
 from study.question import get_question, selector_keywords
 from study.questions.common import ReportContext, representative_trials
-from study.spec import Claim
+from study.spec import Claim, claim_cell_weights
 from study.vocabulary import SEEDS
 
 VERDICT_FILE = "verdict.csv"
@@ -65,8 +62,23 @@ class _Runs:
         return self._frames[trial_id]
 
     def cell_runs(self, cell: int, claim: Claim) -> dict:
-        """{seed label: per-query rows of the claim's dataset} of one cell; raises
-        ClaimNotTestable when the cell has no run with per-query results."""
+        """{seed label: per-query rows of the claim's dataset} of one cell (its ``involving``
+        pairs only); raises ClaimNotTestable when the cell has no run with per-query results."""
+        runs = self.run_frames(cell, claim, datasets=[claim.dataset])
+        if claim.involving:
+            wanted = {canonical(code) for code in claim.involving}
+            runs = {label: rows[rows["query_lang"].isin(wanted) | rows["candidate_lang"].isin(wanted)]
+                    for label, rows in runs.items()}
+            runs = {label: rows for label, rows in runs.items() if not rows.empty}
+            if not runs:
+                raise ClaimNotTestable(f"cell {cell_label(self.ctx, cell)}: no per-query rows involving "
+                                       f"{' '.join(claim.involving)} on {claim.dataset}")
+        return runs
+
+    def run_frames(self, cell: int, claim: Claim, datasets: list[str] | None = None) -> dict:
+        """{seed label: per-query rows of the claim's datasets (every one of them present)} of
+        one cell; raises ClaimNotTestable when the cell has no such run."""
+        datasets = claim.datasets if datasets is None else datasets
         group = self.representatives.get(cell)
         if group is None or group.empty:
             raise ClaimNotTestable(f"cell {cell_label(self.ctx, cell)} has no completed run yet")
@@ -75,10 +87,12 @@ class _Runs:
             rows = self._trial_rows(trial["trial_id"])
             if rows is None:
                 continue
-            rows = rows[rows["dataset"] == claim.dataset] if "dataset" in rows else rows
-            if claim.involving:
-                wanted = {canonical(code) for code in claim.involving}
-                rows = rows[rows["query_lang"].isin(wanted) | rows["candidate_lang"].isin(wanted)]
+            if "dataset" in rows:
+                rows = rows[rows["dataset"].isin(datasets)]
+                if set(rows["dataset"]) != set(datasets):
+                    continue  # a run without one of the datasets has no within-run difference
+            elif len(datasets) > 1:
+                continue
             if rows.empty:
                 continue
             # Seed re-runs share seeds across cells (paired per-seed contrasts); a search
@@ -92,89 +106,72 @@ class _Runs:
             runs[label] = rows
         if not runs:
             raise ClaimNotTestable(
-                f"cell {cell_label(self.ctx, cell)}: no per-query results for {claim.dataset} "
+                f"cell {cell_label(self.ctx, cell)}: no per-query results for {' and '.join(datasets)} "
                 f"({len(group)} run(s), results/per_query/<trial_id>.parquet missing)"
             )
         return runs
 
 
-def _matching_cells(ctx: ReportContext, selector: dict) -> list[int]:
-    cells = ctx.spec.cells() or [{}]
-    return [i for i, axes in enumerate(cells)
-            if all(axes.get(path) == value for path, value in selector.items() if value not in selector_keywords())]
+def claim_statistic(claim: Claim) -> ClaimStatistic:
+    """The per-run statistic of a claim (:mod:`hybridir.evaluation.claim_statistics`)."""
+    datasets = {claim.dataset: 1.0}
+    if claim.minus_dataset:
+        datasets[claim.minus_dataset] = -1.0
+    return ClaimStatistic(
+        measure=claim.measure, metrics=claim.settings, datasets=datasets,
+        worst_of=tuple(canonical(code) for code in claim.worst_language) if claim.worst_language else None,
+        involving=tuple(canonical(code) for code in claim.involving) if claim.involving else None,
+    )
 
 
-def _chosen_cells(ctx: ReportContext, runs: _Runs, claim: Claim, selector: dict) -> list[int]:
-    """The cells one side of a comparison stands for (a keyword picks one per group)."""
-    matching = _matching_cells(ctx, selector)
-    keyword_axes = [path for path, value in selector.items() if value in selector_keywords()]
-    if not keyword_axes:
-        return matching
-    path = keyword_axes[0]
-    keyword = selector[path]
-    cells = ctx.spec.cells()
-    open_axes = [p for p in ctx.spec.axes if p not in selector]
-    groups: dict[tuple, list[int]] = {}
-    for cell in matching:
-        groups.setdefault(tuple(repr(cells[cell][p]) for p in open_axes), []).append(cell)
-    owner = selector_keywords()[keyword]
-    if owner is not None:  # a question's own keyword (study.question.Selector)
-        rule = get_question(owner).selectors[keyword]
-        selected = rule.cells(ctx)
-        chosen = []
-        for members in groups.values():
-            picks = [c for c in members if c in selected]
+def _pick_from_results(ctx: ReportContext, runs: _Runs, claim: Claim):
+    """A keyword selector's choice among the members of one group, from the results: the
+    question's own rule ("recommended"), or the cell of best claim statistic ("best")."""
+    statistic = claim_statistic(claim)
+
+    def pick(keyword: str, path: str, members: list[int]) -> list[int]:
+        owner = selector_keywords()[keyword]
+        if owner is not None:  # a question's own keyword (study.question.Selector)
+            rule = get_question(owner).selectors[keyword]
+            picks = [c for c in members if c in rule.cells(ctx)]
             if not picks:
                 raise ClaimNotTestable(f"no {keyword} {rule.description} yet among "
                                        f"{[cell_label(ctx, c) for c in members]}")
-            chosen += picks
-        return chosen
-    chosen = []
-    for members in groups.values():
+            return picks
         scored = {}
         for cell in members:
             try:
-                frames = runs.cell_runs(cell, claim).values()
-            except ClaimNotTestable:
+                scored[cell] = float(np.mean(list(run_values(runs.run_frames(cell, claim), statistic).values())))
+            except (ClaimNotTestable, ValueError):
                 continue
-            scored[cell] = np.mean([run_statistic(f, claim.setting, claim.measure) for f in frames])
         if not scored:
             raise ClaimNotTestable(f"no cell with results among {[cell_label(ctx, c) for c in members]}")
-        pick = min if claim.measure in LOWER_IS_BETTER else max
-        chosen.append(pick(scored, key=scored.get))
-    return chosen
+        best = min if statistic.lower_is_better else max
+        return [best(scored, key=scored.get)]
+
+    return pick
 
 
 def claim_weights(ctx: ReportContext, runs: _Runs, claim: Claim) -> dict[int, float]:
-    """cell -> contrast weight (cells of weight 0 dropped)."""
-    weights: dict[int, float] = {}
-    if claim.compare is not None:
-        for selector, sign in ((claim.compare.a, 1.0), (claim.compare.b, -1.0)):
-            cells = _chosen_cells(ctx, runs, claim, selector)
-            if not cells:
-                raise ClaimNotTestable(f"no grid cell matches {selector}")
-            for cell in cells:
-                weights[cell] = weights.get(cell, 0.0) + sign / len(cells)
-    else:
-        axis, cells = claim.slope.axis, ctx.spec.cells()
-        members = [c for c in _matching_cells(ctx, claim.slope.where) if cells[c][axis] >= claim.slope.from_]
-        by_x: dict[float, list[int]] = {}
-        for cell in members:
-            by_x.setdefault(float(cells[cell][axis]), []).append(cell)
-        per_x = slope_weights({x: x for x in by_x})
-        for x, group in by_x.items():  # other open axes: averaged at each x
-            for cell in group:
-                weights[cell] = per_x[x] / len(group)
-    weights = {cell: w for cell, w in weights.items() if abs(w) > 1e-12}
-    if not weights:
-        raise SameCells(", ".join(cell_label(ctx, c) for c in _chosen_cells(ctx, runs, claim, claim.compare.a)))
+    """cell -> contrast weight (cells of weight 0 dropped), keyword selectors resolved from the
+    results. Without results (planning): :func:`study.spec.claim_cell_weights`."""
+    try:
+        raw = claim_cell_weights(ctx.spec, claim, pick=_pick_from_results(ctx, runs, claim), drop_zero=False)
+    except ValueError as exc:
+        raise ClaimNotTestable(str(exc)) from None
+    weights = {cell: w for cell, w in raw.items() if abs(w) > 1e-12}
+    if not weights:  # e.g. the recommended batch size IS the best: a difference of 0 by construction
+        raise SameCells(", ".join(cell_label(ctx, c) for c in raw))
     return weights
 
 
 def _cells_text(ctx: ReportContext, claim: Claim, weights: dict[int, float]) -> str:
-    if claim.slope is not None:
-        values = sorted({ctx.spec.cells()[c][claim.slope.axis] for c in weights})
-        return f"slope over {claim.slope.axis} = {', '.join(map(str, values))}"
+    if claim.slope is not None:  # every axis value of the range (an OLS weight may be 0)
+        values = sorted({v for v in ctx.spec.axes[claim.slope.axis] if claim.slope.covers(v)})
+        scale = "" if claim.slope.scale == "linear" else f" ({claim.slope.scale} scale)"
+        return f"slope over {claim.slope.axis} = {', '.join(map(str, values))}{scale}"
+    if claim.contrast is not None:
+        return " ".join(f"{'-' if w < 0 else '+'}{abs(w):.3g} ({cell_label(ctx, c)})" for c, w in weights.items())
     side = lambda sign: " + ".join(cell_label(ctx, c) for c, w in weights.items() if np.sign(w) == sign)  # noqa: E731
     return f"({side(1)}) - ({side(-1)})"
 
@@ -185,19 +182,25 @@ def compute_verdicts(ctx: ReportContext, n_resamples: int = 4000, n_permutations
     tested: list[tuple[int, ContrastResult]] = []
     rows: list[dict] = []
     for index, claim in enumerate(ctx.spec.claims):
-        row = {"claim": claim.id, "statement": claim.statement, "dataset": claim.dataset, "setting": claim.setting,
-               "measure": claim.measure, "direction": claim.direction, "margin": claim.margin,
-               "involving": " ".join(claim.involving or [])}
+        row = {"claim": claim.id, "statement": claim.statement, "dataset": claim.dataset_text,
+               "setting": claim.setting_text, "measure": claim.measure, "direction": claim.direction,
+               "margin": claim.margin, "involving": " ".join(claim.involving or []),
+               "worst_language": " ".join(claim.worst_language or []), "smallest_effect": claim.smallest_effect}
         try:
             if claim.untestable:
                 raise ClaimNotTestable(f"not testable in this run: {claim.untestable}")
             weights = claim_weights(ctx, runs, claim)
-            cell_runs = {cell_label(ctx, c): runs.cell_runs(c, claim) for c in weights}
-            result = paired_contrast(
-                cell_runs, {cell_label(ctx, c): w for c, w in weights.items()}, claim.setting, claim.measure,
+            built = statistic_matrices({cell_label(ctx, c): runs.run_frames(c, claim) for c in weights},
+                                       claim_statistic(claim))
+            result = contrast_from_matrices(
+                built.matrices, built.seed_labels, {cell_label(ctx, c): w for c, w in weights.items()},
+                claim.setting_text, measure_column(claim.measure), n_items_dropped=built.n_items_dropped,
+                item_blocks=built.item_blocks,
                 margin=claim.margin if claim.direction == "equivalent" else None,
                 n_resamples=n_resamples, n_permutations=n_permutations, seed=index,
             )
+            if built.worst:
+                row["worst_language_per_run"] = _worst_text(built.worst)
         except (ClaimNotTestable, ValueError) as exc:
             rows.append({**row, "verdict": NOT_TESTED, "reason": str(exc)})
             continue
@@ -228,11 +231,27 @@ def compute_verdicts(ctx: ReportContext, n_resamples: int = 4000, n_permutations
             "item_se": result.item_se,
             "verdict": verdict.outcome, "reason": verdict.reason,
         })
-    columns = ["claim", "statement", "dataset", "setting", "measure", "involving", "direction", "margin", "cells",
+        if claim.smallest_effect is not None and np.isfinite(result.mdd):
+            rows[position]["detects_smallest_effect"] = bool(result.mdd <= claim.smallest_effect)
+    columns = ["claim", "statement", "dataset", "setting", "measure", "involving", "worst_language",
+               "worst_language_per_run", "direction", "margin", "smallest_effect", "cells",
                "estimate", "ci_low", "ci_high", "ci", "standard_error", "p_value", "p_holm", "hypothesis", "n_items",
                "n_items_dropped", "n_seeds", "min_seeds", "max_seeds", "cell_statistics", "seed_spread", "per_seed_contrasts",
-               "mdd", "ci_method", "df", "seed_se", "item_se", "verdict", "reason"]
+               "mdd", "detects_smallest_effect", "ci_method", "df", "seed_se", "item_se", "verdict", "reason"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _worst_text(worst: dict) -> str:
+    """How often each language was the worst, per dataset: "en x2, th x1" over the runs."""
+    counts: dict[str | None, dict[str, int]] = {}
+    for by_dataset in worst.values():
+        for dataset, language in by_dataset.items():
+            counts.setdefault(dataset, {})[language] = counts.setdefault(dataset, {}).get(language, 0) + 1
+    parts = []
+    for dataset, languages in counts.items():
+        text = ", ".join(f"{lang} x{n}" for lang, n in sorted(languages.items(), key=lambda kv: (-kv[1], kv[0])))
+        parts.append(f"{dataset}: {text}" if dataset and len(counts) > 1 else text)
+    return "; ".join(parts)
 
 
 def write_verdicts(ctx: ReportContext, out_dir: Path) -> pd.DataFrame:
@@ -253,8 +272,12 @@ def verdict_markdown(table: pd.DataFrame) -> list[str]:
              "| smallest detectable difference |", "|" + "---|" * 9]
     for row in table.to_dict("records"):
         metric = f"{row['dataset']} {row['setting']} {'mAP' if row['measure'] == 'ap' else row['measure']}"
-        if row.get("involving"):
+        if _text(row.get("involving")):
             metric += f" (pairs with {row['involving']})"
+        if _text(row.get("worst_language")):
+            metric += f" (worst of {row['worst_language']}"
+            metric += f"; worst per run: {row['worst_language_per_run']})" if _text(row.get("worst_language_per_run")) \
+                else ")"
         claim = f"**{row['claim']}**: {row['statement']} ({row['direction']}"
         claim += f", margin {row['margin']:g})" if row["direction"] == "equivalent" else ")"
         if row["verdict"] == NOT_TESTED or pd.isna(row.get("min_seeds")):
@@ -264,9 +287,14 @@ def verdict_markdown(table: pd.DataFrame) -> list[str]:
             continue
         low, high = int(row["min_seeds"]), int(row["max_seeds"])
         seeds_text = f"{low}" if low == high else f"{low}-{high}"
+        reason = row["reason"]
+        detects = row.get("detects_smallest_effect")
+        if isinstance(detects, (bool, np.bool_)) and not detects:
+            reason += (f"; design cannot detect the named effect (smallest detectable difference "
+                       f"{_number(row['mdd'])} > smallest_effect {row['smallest_effect']:g})")
         lines.append(
             f"| {claim} | {row['cells']} | {metric} | {_number(row['estimate'])} | {row['ci']} | "
-            f"{_number(row['p_holm'], 3)} | {int(row['n_items'])} x {seeds_text} | **{row['verdict']}**: {row['reason']} | "
+            f"{_number(row['p_holm'], 3)} | {int(row['n_items'])} x {seeds_text} | **{row['verdict']}**: {reason} | "
             f"{_number(row['mdd'])} |"
         )
     lines += ["", "Difference: seed-averaged statistic of the cells (as the LAReQA summary computes it, on the "
@@ -277,6 +305,26 @@ def verdict_markdown(table: pd.DataFrame) -> list[str]:
               "smallest detectable difference: 80% power, two-sided 0.05 on t with the contrast's effective "
               "degrees of freedom (docs/metrics.md, \"Paired comparisons and verdicts\"; calibration: "
               "bench/README.md)."]
+    lines += comparable_notes(table)
     return lines
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def comparable_notes(table: pd.DataFrame) -> list[str]:
+    """A sentence per claim whose statement calls the cells "comparable" but which is tested
+    as a direction: a published "comparable" is an equivalence claim, and a difference that is
+    not significant is no evidence of it."""
+    notes = []
+    for row in table.to_dict("records"):
+        if "comparable" in str(row["statement"]).lower() and row["direction"] != "equivalent":
+            notes.append(f"Claim **{row['claim']}** says \"comparable\" but is tested as direction "
+                         f"'{row['direction']}': a published \"comparable\" should be an equivalence claim "
+                         "(`direction: equivalent` with a `margin`, the largest difference that still counts as "
+                         "comparable); a difference that is not significant is not evidence that the cells are "
+                         "comparable.")
+    return ["", *notes] if notes else []
 
 

@@ -219,7 +219,7 @@ def with_claim(**changes) -> dict:
     ({"dataset": "mlqa-r"}, "claims[0] (hybrid-beats-xx-cross).dataset"),
     ({"measure": "map"}, "claims.0.measure"),
     ({"setting": "cross", "measure": "rank_distance"}, "rank_distance exists in setting 'multi' only"),
-    ({"slope": {"axis": "batching.alpha", "from": 0.5}}, "exactly one of 'compare' or 'slope'"),
+    ({"slope": {"axis": "batching.alpha", "from": 0.5}}, "exactly one of 'compare', 'slope' or 'contrast'"),
     ({"margin": 0.01}, "'margin' applies to direction 'equivalent' only"),
     ({"compare": {"a": {"batching.alpha": "recommended"}, "b": {"batching.alpha": 1.0}}}, "'recommended'"),
     ({"compare": {"a": {"batching.alpha": 0.5}, "b": {"batching.alpha": 0.5}}}, "select the same cells"),

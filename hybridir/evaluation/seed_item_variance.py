@@ -74,7 +74,33 @@ class CellAnova:
         return (self.n_seeds - 1) * (self.n_items - 1)
 
 
-def cell_anova(matrix: np.ndarray) -> CellAnova:
+def _block_centred(values: np.ndarray, blocks: np.ndarray | None) -> np.ndarray:
+    """``values`` (last axis: items) minus the mean of each item block (one block: the mean)."""
+    if blocks is None:
+        return values - values.mean(axis=-1, keepdims=True)
+    out = np.empty_like(values)
+    for block in np.unique(blocks):
+        part = blocks == block
+        out[..., part] = values[..., part] - values[..., part].mean(axis=-1, keepdims=True)
+    return out
+
+
+def _check_blocks(blocks, n: int) -> np.ndarray | None:
+    if blocks is None:
+        return None
+    blocks = np.asarray(blocks)
+    if blocks.shape != (n,):
+        raise ValueError(f"item_blocks needs one label per item ({n}), got shape {blocks.shape}")
+    sizes = np.unique(blocks, return_counts=True)[1]
+    if sizes.min() < 2:
+        raise ValueError(f"every item block needs >= 2 items, got sizes {sizes.tolist()}")
+    return blocks
+
+
+def cell_anova(matrix: np.ndarray, item_blocks=None) -> CellAnova:
+    """``item_blocks``: a label per item column for independent item sets side by side (the
+    two datasets of a cross-dataset claim); the seed x item residual is then taken within each
+    block (each block has its own seed effect), df (S - 1)(n - B)."""
     d = np.asarray(matrix, dtype=float)
     if d.ndim != 2 or d.shape[1] < 2 or d.shape[0] < 1:
         raise ValueError(f"a cell needs a (seeds x items) matrix with >= 1 seed and >= 2 items, got shape {d.shape}")
@@ -86,8 +112,11 @@ def cell_anova(matrix: np.ndarray) -> CellAnova:
     if s < 2:
         return CellAnova(s, n, float("nan"), ms_item, float("nan"))
     totals = d.sum(axis=1)
-    resid = d - d.mean(axis=1, keepdims=True) - item_means[None, :] + d.mean()
-    ms_resid = float((resid ** 2).sum() / ((s - 1) * (n - 1)))
+    blocks = _check_blocks(item_blocks, n)
+    n_blocks = 1 if blocks is None else len(np.unique(blocks))
+    # D - row mean - column mean + grand mean, row and grand means per block
+    resid = _block_centred(d - item_means[None, :], blocks)
+    ms_resid = float((resid ** 2).sum() / ((s - 1) * (n - n_blocks)))
     return CellAnova(s, n, float(np.var(totals, ddof=1)), ms_item, ms_resid)
 
 
@@ -134,16 +163,20 @@ class ContrastVariance:
 
 
 def contrast_variance(
-    matrices: Mapping[str, np.ndarray], weights: Mapping[str, float], *, pool_seeds: bool = False
+    matrices: Mapping[str, np.ndarray], weights: Mapping[str, float], *, pool_seeds: bool = False,
+    item_blocks=None,
 ) -> ContrastVariance:
     """The variance components of ``sum_c w_c mean_s sum_i D_c[s, i]`` (items paired across cells).
 
     Every cell needs >= 2 seeds, or (``pool_seeds``) at least one cell with >= 2 seeds; the
-    matrices must have the same items in the same column order.
+    matrices must have the same items in the same column order. ``item_blocks``: a label per
+    item column when the columns are independent item sets side by side (two datasets): the
+    item term is then the sum of the blocks' own terms, ``B = n sum_k sum_{i in k} (e_i -
+    mean_k e)^2 / (n - K)`` (df n - K), and the residual is taken within each block.
     """
     if set(weights) != set(matrices):
         raise ValueError(f"weights name cells {sorted(weights, key=str)} but matrices has {sorted(matrices, key=str)}")
-    anova = {cell: cell_anova(m) for cell, m in matrices.items()}
+    anova = {cell: cell_anova(m, item_blocks) for cell, m in matrices.items()}
     n_items = {a.n_items for a in anova.values()}
     if len(n_items) != 1:
         raise ValueError(f"cells have different numbers of items {sorted(n_items)}; join them on shared items first")
@@ -163,8 +196,12 @@ def contrast_variance(
         seed = tuple(Component(f"seed {c}", lam2[c] * anova[c].seed_variance / anova[c].n_seeds, anova[c].seed_df)
                      for c in active)
     e = sum(float(weights[c]) * np.asarray(matrices[c], dtype=float).mean(axis=0) for c in matrices)
-    item = Component("item (paired)", float(n * np.var(e, ddof=1)), n - 1)
-    resid = tuple(Component(f"residual {c}", lam2[c] * n * anova[c].ms_resid / anova[c].n_seeds, anova[c].resid_df, -1)
+    blocks = _check_blocks(item_blocks, n)
+    n_blocks = 1 if blocks is None else len(np.unique(blocks))
+    centred = _block_centred(np.asarray(e, dtype=float), blocks)
+    item = Component("item (paired)", float(n * (centred ** 2).sum() / (n - n_blocks)), n - n_blocks)
+    resid = tuple(Component(f"residual {c}", lam2[c] * n * anova[c].ms_resid / anova[c].n_seeds,
+                            (anova[c].n_seeds - 1) * (n - n_blocks), -1)
                   for c in active if anova[c].n_seeds >= 2)
     return ContrastVariance(seed, item, resid, pool_seeds)
 

@@ -38,8 +38,12 @@ from statsmodels.stats.multitest import multipletests
 from hybridir.evaluation.seed_item_variance import GeneralizedPivot, TReference, contrast_variance
 
 SETTINGS = ("mono", "cross", "multi")
+# The setting of bitext per-query rows (hybridir.evaluation.bitext): one per direction.
+BITEXT_SETTING = "bitext"
 # Per-query columns a contrast can be computed on; rank_distance exists in the multi setting only.
 MEASURES = ("ap", "r@1", "p@1", "f1@1", "r@10", "p@10", "f1@10", "ndcg@10", "rank_distance")
+# The columns of bitext rows (correct@1: accuracy@1; ap: reciprocal rank).
+BITEXT_MEASURES = ("correct@1", "ap")
 LOWER_IS_BETTER = frozenset({"rank_distance"})
 Direction = Literal["greater", "less", "equivalent"]
 Outcome = Literal["supported", "contradicted", "inconclusive"]
@@ -58,13 +62,18 @@ def summary_key(setting: str, measure: str) -> str:
     """The ``LareqaResult.summary`` key that :func:`run_statistic` reproduces."""
     if measure == "rank_distance":
         return "rank_distance"
+    if setting == BITEXT_SETTING and measure == "correct@1":
+        return "accuracy"
     return f"{setting}_{'map' if measure == 'ap' else measure}"
 
 
 def _check_rows(per_query: pd.DataFrame, setting: str, measure: str) -> None:
-    if setting not in SETTINGS:
-        raise ValueError(f"setting {setting!r} unknown; choose from {SETTINGS}")
-    if measure not in MEASURES:
+    if setting not in (*SETTINGS, BITEXT_SETTING):
+        raise ValueError(f"setting {setting!r} unknown; choose from {(*SETTINGS, BITEXT_SETTING)}")
+    if setting == BITEXT_SETTING:
+        if measure not in BITEXT_MEASURES:
+            raise ValueError(f"measure {measure!r} does not exist in bitext rows; choose from {BITEXT_MEASURES}")
+    elif measure not in MEASURES:
         raise ValueError(f"measure {measure!r} unknown; choose from {MEASURES}")
     if measure == "rank_distance" and setting != "multi":
         raise ValueError(f"measure 'rank_distance' exists in the multi setting only, not {setting!r}")
@@ -396,6 +405,7 @@ def contrast_inference(
     n_permutations: int = 9999,
     rng: np.random.Generator | int | None = 0,
     force_two_level: bool = False,
+    item_blocks: Sequence[Hashable] | None = None,
 ) -> Inference:
     """CI, SE and p-value of ``sum_c w_c mean_s sum_i D_c[s, i]`` from the item matrices.
 
@@ -406,6 +416,9 @@ def contrast_inference(
     exact under equal seed variances, docs/metrics.md); False: one per cell (needs >= 2 seeds
     in every cell, else pooled anyway).
     The seed-aware methods give no interval (NaN, p NaN) when every cell has 1 seed.
+    ``item_blocks``: a label per item column for independent item sets side by side (the two
+    datasets of a cross-dataset claim): the item term is the sum of the blocks' terms
+    (:func:`hybridir.evaluation.seed_item_variance.contrast_variance`); seed-aware methods only.
     """
     if method not in METHODS:
         raise ValueError(f"method {method!r} unknown; choose from {METHODS}")
@@ -420,6 +433,8 @@ def contrast_inference(
         return Inference(nan, nan, nan, 1.0 if method == "bootstrap-legacy" else nan, hypothesis,
                          "none (fewer than 2 shared items)")
     if method == "bootstrap-legacy":
+        if item_blocks is not None:
+            raise ValueError("item_blocks needs a seed-aware method (gpq or satterthwaite)")
         return _legacy_inference(matrices, weights, item_contrasts, hypothesis, alternative, null, confidence,
                                  n_resamples, n_permutations, rng, force_two_level)
     seeds = [np.asarray(m).shape[0] for c, m in matrices.items() if weights[c] != 0]
@@ -427,7 +442,7 @@ def contrast_inference(
         nan = float("nan")
         return Inference(nan, nan, nan, nan, hypothesis, "none (1 seed per cell: seed-to-seed variance unknown)")
     pooled = pool_seeds or min(seeds) < 2
-    cv = contrast_variance(matrices, weights, pool_seeds=pooled)
+    cv = contrast_variance(matrices, weights, pool_seeds=pooled, item_blocks=item_blocks)
     if method == "gpq":
         reference = GeneralizedPivot(estimate, cv, draws=n_draws, rng=rng)
         label = "generalized pivotal quantity"
@@ -502,8 +517,44 @@ def paired_contrast(
         raise ValueError(f"weights name cells {sorted(weights)} but runs has {sorted(runs)}")
     if margin is not None and margin <= 0:
         raise ValueError(f"margin must be > 0, got {margin}")
-    weights = {cell: float(w) for cell, w in weights.items()}
     matrices, seed_labels, shared, dropped = item_matrices(runs, setting, measure)
+    return contrast_from_matrices(
+        matrices, seed_labels, weights, setting, measure, n_items_dropped=dropped, margin=margin,
+        confidence=confidence, method=method, pool_seeds=pool_seeds, n_draws=n_draws, n_resamples=n_resamples,
+        n_permutations=n_permutations, seed=seed, force_two_level=force_two_level,
+    )
+
+
+def contrast_from_matrices(
+    matrices: Mapping[str, np.ndarray],
+    seed_labels: Mapping[str, Sequence[Hashable]],
+    weights: Mapping[str, float],
+    setting: str,
+    measure: str,
+    *,
+    n_items_dropped: int = 0,
+    margin: float | None = None,
+    confidence: float = CONFIDENCE,
+    method: Method = DEFAULT_METHOD,
+    pool_seeds: bool = True,
+    n_draws: int = 20000,
+    n_resamples: int = 4000,
+    n_permutations: int = 9999,
+    seed: int = 0,
+    force_two_level: bool = False,
+    item_blocks: Sequence[Hashable] | None = None,
+) -> ContrastResult:
+    """:func:`paired_contrast` from item matrices already built (``matrices``: cell -> (seeds x
+    shared items) contributions, as :func:`item_matrices` or
+    :func:`hybridir.evaluation.claim_statistics.statistic_matrices` give them; ``seed_labels``:
+    cell -> the label of each matrix row; ``item_blocks``: see :func:`contrast_inference`).
+    ``setting`` / ``measure`` only label the result."""
+    if set(weights) != set(matrices):
+        raise ValueError(f"weights name cells {sorted(weights)} but matrices has {sorted(matrices)}")
+    if margin is not None and margin <= 0:
+        raise ValueError(f"margin must be > 0, got {margin}")
+    weights = {cell: float(w) for cell, w in weights.items()}
+    matrices = {cell: np.asarray(m, dtype=float) for cell, m in matrices.items()}
     # Per-run statistics on the shared items; the contrast of seed-averaged statistics.
     per_seed = {cell: matrix.sum(axis=1) for cell, matrix in matrices.items()}
     cell_statistics = {cell: float(values.mean()) for cell, values in per_seed.items()}
@@ -512,9 +563,10 @@ def paired_contrast(
     inference = contrast_inference(
         matrices, weights, margin=margin, method=method, pool_seeds=pool_seeds, confidence=confidence,
         n_draws=n_draws, n_resamples=n_resamples, n_permutations=n_permutations, rng=seed,
-        force_two_level=force_two_level,
+        force_two_level=force_two_level, item_blocks=item_blocks,
     )
     seed_spread = {cell: float(values.std(ddof=1)) if len(values) >= 2 else None for cell, values in per_seed.items()}
+    seed_labels = {cell: list(seed_labels[cell]) for cell in matrices}
     common_seeds = set.intersection(*(set(labels) for labels in seed_labels.values()))
     per_seed_contrasts = None
     if len(common_seeds) >= 2 and all(len(set(labels)) == len(common_seeds) for labels in seed_labels.values()):
@@ -526,7 +578,7 @@ def paired_contrast(
     return ContrastResult(
         estimate=estimate, ci_low=inference.ci_low, ci_high=inference.ci_high, standard_error=se,
         p_value=inference.p_value, p_holm=inference.p_value, hypothesis=inference.hypothesis, margin=margin,
-        n_items=len(shared), n_items_dropped=dropped,
+        n_items=next(iter(matrices.values())).shape[1], n_items_dropped=n_items_dropped,
         n_seeds={cell: matrix.shape[0] for cell, matrix in matrices.items()}, cell_statistics=cell_statistics,
         seed_spread=seed_spread, per_seed_contrasts=per_seed_contrasts,
         mdd=minimum_detectable_difference(se, df=inference.df) if np.isfinite(se) else float("nan"),
