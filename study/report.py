@@ -33,7 +33,6 @@ from study.verdicts import (
     NOT_TESTED,
     ClaimNotTestable,
     _Runs,
-    cell_label,
     claim_statistic,
     verdict_markdown,
     write_verdicts,

@@ -31,12 +31,7 @@ from ray.tune.search import Searcher
 from study.console import say
 from study.ray_internals import asha_forget_trial, asha_knows_trial, asha_record_result
 from study.spec import StudySpec, TunedParam
-from study.storage import (  # noqa: F401 - re-exported: the searcher's storage helpers
-    OPTUNA_JOURNAL_FILE,
-    is_database_url,
-    open_optuna_storage,
-    optuna_storage_location,
-)
+from study.storage import open_optuna_storage
 from study.vocabulary import (
     CELL,
     CONFIG_AXES,

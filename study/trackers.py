@@ -66,7 +66,7 @@ from study.ray_internals import (
 )
 from study.results import flatten_config
 from study.checks import check_tracker_packages as check_trackers  # noqa: F401 - its home is Ray-free
-from study.spec import TRACKERS, StudyConfigError, effective_seed
+from study.spec import TRACKERS, effective_seed
 from study.vocabulary import (
     AXIS_PREFIX,
     CELL,
