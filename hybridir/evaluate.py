@@ -35,6 +35,10 @@ import torch
 from hybridir.config import ModelConfig
 from hybridir.data.registry import check_languages, eval_set_languages, list_eval_sets
 from hybridir.evaluation.evaluator import EvaluationResult, build_evaluator
+from hybridir.evaluation.vocabulary import (
+    CROSS, DATASET, MAP, MODEL, MONO, MULTI, MULTILINGUAL, RANK_DISTANCE, SETTING, SETTINGS, n_cells_key,
+    n_queries_key, summary_key,
+)
 
 log = logging.getLogger("hybridir.evaluate")
 
@@ -129,33 +133,33 @@ def choose_device(requested: str | None) -> torch.device:
 def _per_language(result: EvaluationResult) -> pd.DataFrame:
     """One row per language: mono mAP, mean cross mAP out of / into it, multi mAP, rank distance."""
     frame = pd.DataFrame(index=pd.Index([], name="language"))
-    multilingual = result.tables.get("multilingual", pd.DataFrame())
-    if "map" in result.tables:
-        ap = result.tables["map"]
+    multilingual = result.tables.get(MULTILINGUAL, pd.DataFrame())
+    if MAP in result.tables:
+        ap = result.tables[MAP]
         off_diagonal = ap.copy()
         for lang in set(ap.index) & set(ap.columns):
             off_diagonal.loc[lang, lang] = float("nan")
         frame = pd.DataFrame(
             {
-                "mono_map": pd.Series({l: ap.loc[l, l] for l in ap.index if l in ap.columns}, dtype=float),
-                "cross_map_out": off_diagonal.mean(axis=1),
-                "cross_map_in": off_diagonal.mean(axis=0),
+                summary_key(MONO, MAP): pd.Series({l: ap.loc[l, l] for l in ap.index if l in ap.columns}, dtype=float),
+                f"{summary_key(CROSS, MAP)}_out": off_diagonal.mean(axis=1),
+                f"{summary_key(CROSS, MAP)}_in": off_diagonal.mean(axis=0),
             }
         )
     if len(multilingual):
-        frame = frame.join(multilingual[["map", "rank_distance"]].add_prefix("multi_"), how="outer")
+        frame = frame.join(multilingual[[MAP, RANK_DISTANCE]].add_prefix(summary_key(MULTI, "")), how="outer")
     frame.index.name = "language"
     return frame
 
 
 def write_lareqa(result: EvaluationResult, output: Path) -> None:
     for name, table in result.tables.items():
-        if name == "multilingual":
+        if name == MULTILINGUAL:
             continue
         table.to_csv(output / f"matrix_{name.replace('@', '_at_')}.csv", float_format="%.6g")
     _per_language(result).to_csv(output / "per_language.csv", float_format="%.6g")
-    if len(result.tables.get("multilingual", ())):
-        result.tables["multilingual"].to_csv(output / "multilingual.csv", float_format="%.6g")
+    if len(result.tables.get(MULTILINGUAL, ())):
+        result.tables[MULTILINGUAL].to_csv(output / "multilingual.csv", float_format="%.6g")
     result.per_query.to_parquet(output / "per_query.parquet", index=False)
 
 
@@ -166,16 +170,16 @@ def write_bitext(result: EvaluationResult, output: Path) -> None:
 
 def format_summary(summary: dict) -> str:
     """A plain-text table of the headline numbers of a summary."""
-    lines = [f"{summary.get('model', '')} on {summary.get('dataset', '')}"]
-    settings = [s for s in ("mono", "cross", "multi") if f"{s}_map" in summary]
+    lines = [f"{summary.get(MODEL, '')} on {summary.get(DATASET, '')}"]
+    settings = [s for s in SETTINGS if summary_key(s, MAP) in summary]
     if settings:
-        metrics = [m for m in ("map", "r@1", "r@10", "ndcg@10", "f1@1", "f1@10") if f"{settings[0]}_{m}" in summary]
-        lines.append(f"{'setting':<8}" + "".join(f"{m:>10}" for m in metrics) + f"{'cells':>8}{'queries':>9}")
+        metrics = [m for m in (MAP, "r@1", "r@10", "ndcg@10", "f1@1", "f1@10") if summary_key(settings[0], m) in summary]
+        lines.append(f"{SETTING:<8}" + "".join(f"{m:>10}" for m in metrics) + f"{'cells':>8}{'queries':>9}")
         for s in settings:
-            row = "".join(f"{summary[f'{s}_{m}']:>10.4f}" for m in metrics)
-            lines.append(f"{s:<8}{row}{summary[f'n_{s}_cells']:>8}{summary[f'n_{s}_queries']:>9}")
-    if "rank_distance" in summary:
-        lines.append(f"rank distance (multi): {summary['rank_distance']:.2f} "
+            row = "".join(f"{summary[summary_key(s, m)]:>10.4f}" for m in metrics)
+            lines.append(f"{s:<8}{row}{summary[n_cells_key(s)]:>8}{summary[n_queries_key(s)]:>9}")
+    if RANK_DISTANCE in summary:
+        lines.append(f"rank distance ({MULTI}): {summary[RANK_DISTANCE]:.2f} "
                      f"({summary['n_rank_distance_excluded']} single-relevant queries excluded)")  # fmt: skip
     for key in sorted(k for k in summary if k.startswith("accuracy")):
         lines.append(f"{key}: {summary[key]:.4f}")

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from hybridir.evaluation.vocabulary import CROSS, MONO, MULTI
 from hybridir.model import MODEL_PRESETS, OFFLINE_SOURCE, SETTINGS_FILE, BiEncoder
 from hybridir.offline_model.recipe import OFFLINE_MODEL_NAME, UPSTREAM_MODEL
 
@@ -158,7 +159,7 @@ _DEFAULT_TAGS = (
     "hybridir",
 )
 
-_SETTING_NAMES = {"mono": "monolingual", "cross": "cross-lingual", "multi": "multilingual"}
+_SETTING_NAMES = {MONO: "monolingual", CROSS: "cross-lingual", MULTI: "multilingual"}
 _MEASURE_NAMES = {"map": "mAP", "r": "R", "p": "P", "ndcg": "nDCG", "f1": "F1"}
 _MEASURE_IDS = {"r": "recall", "p": "precision"}
 

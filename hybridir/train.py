@@ -52,8 +52,6 @@ from hybridir.checkpoint import (
     seed_everything,
     step_directory,
 )
-# Re-exported: study/trial.py imports METRICS_FILE from here, where checkpoint I/O used to live.
-from hybridir.checkpoint import CONFIG_FILE, METRICS_FILE, RESUMABLE_CHANGES, TRAINER_STATE_FILE  # noqa: F401
 from hybridir.collate import collate_pairs
 from hybridir.config import TrainConfig
 from hybridir.data.types import ParallelPairs

@@ -22,6 +22,7 @@ from hybridir.data.registry import (
 )
 from hybridir.data.splits import LeakageError, check_no_leakage
 from hybridir.evaluation.evaluator import metric_keys
+from hybridir.evaluation.vocabulary import CROSS, RANK_DISTANCE, summary_key
 from hybridir.languages import canonical
 from study.question import get_question
 from study.spec import TRACKERS, StudyConfigError, StudySpec
@@ -239,7 +240,7 @@ def check_search_metric(spec: StudySpec) -> None:
             f"{dataset!r} (scored as {kind}); it produces {sorted(produced)}"
         )
     languages = spec.evaluation.intermediate.languages
-    cross_lingual = spec.search.metric.startswith("cross_") or spec.search.metric == "rank_distance"
+    cross_lingual = spec.search.metric.startswith(summary_key(CROSS, "")) or spec.search.metric == RANK_DISTANCE
     if kind == "lareqa" and cross_lingual and languages is not None and len(set(map(canonical, languages))) < 2:
         raise StudyConfigError(
             f"evaluation.intermediate.languages={languages}: search.metric {spec.search.metric!r} needs at least "

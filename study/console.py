@@ -27,9 +27,10 @@ import math
 import os
 from typing import Any
 
+from hybridir.evaluation.vocabulary import CROSS_MAP, MONO_MAP, MULTI_MAP
 from hybridir.progress import write_line
 from study.spec import effective_seed
-from study.vocabulary import FINAL_PREFIX, INTER_PREFIX, MATRICES, STEP
+from study.vocabulary import CELL, CONFIG_AXES, CONFIG_TUNED, FINAL_PREFIX, INTER_PREFIX, MATRICES, STEP
 
 VERBOSE_ENV = "HYBRIDIR_VERBOSE"
 PREFIX = "[study]"
@@ -142,8 +143,8 @@ def format_value(value: Any) -> str:
 
 def describe_config(config: dict, base_seed: int | None = None) -> str:
     """``cell 1 alpha=0.5 lr=3e-05 seed 1``: where a trial sits in the study."""
-    parts = [f"cell {config.get('cell')}"]
-    for path, value in {**(config.get("axes") or {}), **(config.get("tuned") or {})}.items():
+    parts = [f"cell {config.get(CELL)}"]
+    for path, value in {**(config.get(CONFIG_AXES) or {}), **(config.get(CONFIG_TUNED) or {})}.items():
         parts.append(f"{short_name(path)}={format_value(value)}")
     seed = effective_seed(config, base_seed)
     if seed is not None:
@@ -164,7 +165,7 @@ def headline_final(result: dict) -> str:
     for dataset in datasets:
         prefix = f"{FINAL_PREFIX}{dataset}/"
         values = [(label, number(result.get(prefix + key)))
-                  for label, key in (("Mo", "mono_map"), ("Cr", "cross_map"), ("Mul", "multi_map"),
+                  for label, key in (("Mo", MONO_MAP), ("Cr", CROSS_MAP), ("Mul", MULTI_MAP),
                                      ("acc", "accuracy"))]
         shown = " ".join(f"{label} {value:.4f}" for label, value in values if value is not None)
         if shown:

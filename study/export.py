@@ -70,13 +70,20 @@ from study.storage import storage_location as study_storage
 from study.spec import StudyConfigError, StudySpec, load_study
 from study.vocabulary import (
     AXIS_PREFIX,
+    CELL,
     CHECKPOINT_PREFIX,
     COMPLETED,
+    CONFIG_AXES,
+    CONFIG_TUNED,
     FINAL_PREFIX,
     MODEL_DISPLAY_NAME,
     MODEL_TRAINING,
+    PHASE,
+    SEED,
     SPEC_FILE,
+    STATUS,
     STEP,
+    TRIAL_ID,
     TUNED_PREFIX,
     intermediate_metric,
     plain_value,
@@ -111,7 +118,7 @@ class SelectedTrial:
 
     @property
     def trial_id(self) -> str:
-        return str(self.row["trial_id"])
+        return str(self.row[TRIAL_ID])
 
 
 # ---------------------------------------------------------------------------- reading the study
@@ -160,15 +167,15 @@ def _config_values(row: dict, prefix: str) -> dict[str, Any]:
 
 def trial_seed(row: dict) -> int | None:
     """The seed a row's trial ran with (None: the study's base seed, as in search trials)."""
-    seed = _plain(row.get("seed"))
+    seed = _plain(row.get(SEED))
     return None if seed is None else int(seed)
 
 
 def trial_train_config(spec: StudySpec, row: dict) -> TrainConfig:
     """The TrainConfig a results row's trial trained with: its ``axis/`` and ``tuned/``
     columns and seed, through the searchers' rule (:meth:`StudySpec.trial_train_config`)."""
-    return spec.trial_train_config({"axes": _config_values(row, AXIS_PREFIX),
-                                    "tuned": _config_values(row, TUNED_PREFIX), "seed": trial_seed(row)})
+    return spec.trial_train_config({CONFIG_AXES: _config_values(row, AXIS_PREFIX),
+                                    CONFIG_TUNED: _config_values(row, TUNED_PREFIX), SEED: trial_seed(row)})
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -218,12 +225,12 @@ def select_cells(spec: StudySpec, trials: pd.DataFrame, storage: str,
     metric, mode = intermediate_metric(spec), spec.search.mode
     best = best_trials(trials, metric, mode)
     if best.empty:
-        counts = trials["status"].value_counts().to_dict() if "status" in trials else {}
+        counts = trials[STATUS].value_counts().to_dict() if STATUS in trials else {}
         raise StudyExportError(
             f"study {spec.name!r} has no completed trial with {metric} to export "
             f"({len(trials)} finished: {counts or 'no status'})"
         )
-    by_cell = {int(row["cell"]): row for row in best.to_dict("records")}
+    by_cell = {int(row[CELL]): row for row in best.to_dict("records")}
     wanted = sorted(set(cells)) if cells is not None else sorted(by_cell)
     missing = [cell for cell in wanted if cell not in by_cell]
     if missing and cells is not None:
@@ -234,24 +241,24 @@ def select_cells(spec: StudySpec, trials: pd.DataFrame, storage: str,
     selected = []
     for cell in (cell for cell in wanted if cell in by_cell):
         row = by_cell[cell]
-        in_cell = trials[(trials["cell"] == cell) & (trials["status"] == COMPLETED)]
+        in_cell = trials[(trials[CELL] == cell) & (trials[STATUS] == COMPLETED)]
         selection = (f"best of the {len(in_cell)} completed trial(s) of cell {cell} by "
                      f"{_objective_text(row, metric, mode)} on the intermediate evaluation")
-        checkpoint = locate_checkpoint(storage, str(row["phase"]), str(row["trial_id"]))
+        checkpoint = locate_checkpoint(storage, str(row[PHASE]), str(row[TRIAL_ID]))
         selected.append(SelectedTrial(row, f"cell-{cell}", selection, checkpoint))
     return selected
 
 
 def select_trial(spec: StudySpec, trials: pd.DataFrame, storage: str, trial_id: str) -> SelectedTrial:
     """One trial by id, with its checkpoint located."""
-    rows = trials[trials["trial_id"].astype(str) == trial_id]
+    rows = trials[trials[TRIAL_ID].astype(str) == trial_id]
     if rows.empty:
-        known = ", ".join(map(str, trials["trial_id"].head(20)))
+        known = ", ".join(map(str, trials[TRIAL_ID].head(20)))
         raise StudyExportError(f"study {spec.name!r} has no finished trial {trial_id!r}; finished: {known}")
     row = rows.iloc[-1].to_dict()
-    selection = (f"exported by trial id (status {row.get('status')}; "
+    selection = (f"exported by trial id (status {row.get(STATUS)}; "
                  f"{_objective_text(row, intermediate_metric(spec), spec.search.mode)})")
-    checkpoint = locate_checkpoint(storage, str(row["phase"]), trial_id)
+    checkpoint = locate_checkpoint(storage, str(row[PHASE]), trial_id)
     return SelectedTrial(row, f"trial-{trial_id}", selection, checkpoint)
 
 
@@ -335,7 +342,7 @@ def trial_card(spec: StudySpec, selected: SelectedTrial, config: TrainConfig, mo
     axes, tuned = _config_values(row, AXIS_PREFIX), _config_values(row, TUNED_PREFIX)
     base = base_model_info(config.model.name, num_layers=config.model.num_layers)
     display = _plain(row.get(MODEL_DISPLAY_NAME)) or model.display_name
-    cell = _plain(row.get("cell"))
+    cell = _plain(row.get(CELL))
     origin = f"cell {cell}" if selected.directory_name.startswith("cell-") else f"trial {selected.trial_id}"
     evaluation = evaluation_languages(spec)
     details = {
@@ -368,9 +375,9 @@ def trial_card(spec: StudySpec, selected: SelectedTrial, config: TrainConfig, mo
         cell=None if cell is None else int(cell),
         cell_axes=axes,
         trial_id=selected.trial_id,
-        phase=str(row.get("phase")),
+        phase=str(row.get(PHASE)),
         seed=config.seed,
-        status=_plain(row.get("status")),
+        status=_plain(row.get(STATUS)),
         steps_trained=None if _plain(row.get(STEP)) is None else int(_plain(row.get(STEP))),
         selection=selected.selection,
         repo_id=repo_id,
@@ -390,16 +397,16 @@ def _export_selected(spec: StudySpec, selected: SelectedTrial, destination: Path
 def _index_entry(spec: StudySpec, selected: SelectedTrial) -> dict:
     row = selected.row
     metric = intermediate_metric(spec)
-    cell = _plain(row.get("cell"))
+    cell = _plain(row.get(CELL))
     return {
         "directory": selected.directory_name,
-        "cell": None if cell is None else int(cell),
-        "axes": _config_values(row, AXIS_PREFIX),
-        "tuned": _config_values(row, TUNED_PREFIX),
-        "trial_id": selected.trial_id,
-        "phase": _plain(row.get("phase")),
-        "seed": trial_seed(row),
-        "status": _plain(row.get("status")),
+        CELL: None if cell is None else int(cell),
+        CONFIG_AXES: _config_values(row, AXIS_PREFIX),
+        CONFIG_TUNED: _config_values(row, TUNED_PREFIX),
+        TRIAL_ID: selected.trial_id,
+        PHASE: _plain(row.get(PHASE)),
+        SEED: trial_seed(row),
+        STATUS: _plain(row.get(STATUS)),
         "objective": {"metric": metric, "mode": spec.search.mode, "value": _plain(row.get(metric))},
         "model": _plain(row.get(MODEL_DISPLAY_NAME)),
         "source_checkpoint": selected.checkpoint,
@@ -428,10 +435,10 @@ def write_index(destination: Path, spec: StudySpec, entries: list[dict]) -> Path
     for entry in models:
         objective = entry["objective"]
         value = "" if objective["value"] is None else f"{objective['metric']} = {objective['value']:.4f}"
-        axes = ", ".join(f"{k}={v}" for k, v in entry["axes"].items())
-        seed = entry["seed"] if entry["seed"] is not None else "base"
-        lines.append(f"| [{entry['directory']}]({entry['directory']}/) | {entry['cell']} | {axes} | "
-                     f"{entry['trial_id']} | {entry['phase']} | {seed} | {value} |")
+        axes = ", ".join(f"{k}={v}" for k, v in entry[CONFIG_AXES].items())
+        seed = entry[SEED] if entry[SEED] is not None else "base"
+        lines.append(f"| [{entry['directory']}]({entry['directory']}/) | {entry[CELL]} | {axes} | "
+                     f"{entry[TRIAL_ID]} | {entry[PHASE]} | {seed} | {value} |")
     (destination / INDEX_README).write_text("\n".join(lines) + "\n")
     return path
 

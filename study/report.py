@@ -23,6 +23,7 @@ from matplotlib.ticker import MaxNLocator
 
 from hybridir.evaluation.claim_statistics import run_values, statistic_matrices
 from hybridir.evaluation.significance import LOWER_IS_BETTER, contrast_inference
+from hybridir.evaluation.vocabulary import AP, DATASET, RANK_DISTANCE, SETTING
 from study.question import get_question
 from study.questions.common import ReportContext, plt, save_figure, zero_shot_info
 from study.results import ResultStore
@@ -32,12 +33,23 @@ from study.verdicts import (
     NOT_TESTED,
     ClaimNotTestable,
     _Runs,
-    cell_label,
     claim_statistic,
     verdict_markdown,
     write_verdicts,
 )
-from study.vocabulary import MODEL_DISPLAY_NAME, MODEL_TRAINING, SPEC_FILE, STEP, intermediate_metric
+from study.vocabulary import (
+    CELL,
+    CLAIM,
+    MEASURE,
+    MODEL_DISPLAY_NAME,
+    MODEL_TRAINING,
+    SPEC_FILE,
+    STATUS,
+    STEP,
+    TRIAL_ID,
+    ZERO_SHOT,
+    intermediate_metric,
+)
 
 
 def build_reports(study_dir: Path) -> Path:
@@ -90,13 +102,13 @@ def plot_learning_curves(ctx: ReportContext, path: Path) -> Path | None:
     if ctx.history.empty or metric not in ctx.history:
         return None
     history = ctx.history.dropna(subset=[metric])
-    if history.empty or history.groupby("trial_id")[STEP].nunique().max() < 2:
+    if history.empty or history.groupby(TRIAL_ID)[STEP].nunique().max() < 2:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     seen: dict[str, int] = {}
-    for trial_id, group in history.groupby("trial_id"):
+    for trial_id, group in history.groupby(TRIAL_ID):
         group = group.sort_values(STEP)
-        label = _axis_label(ctx, group["cell"].iloc[0])
+        label = _axis_label(ctx, group[CELL].iloc[0])
         seen[label] = seen.get(label, 0) + 1
         ax.plot(group[STEP], group[metric], marker=".", alpha=0.7,
                 label=label if seen[label] == 1 else None, color=f"C{list(seen).index(label) % 10}")
@@ -108,9 +120,9 @@ def plot_learning_curves(ctx: ReportContext, path: Path) -> Path | None:
 
 
 def _measure_text(row) -> str:
-    measure = "mAP" if row["measure"] == "ap" else row["measure"]
-    return f"{row['dataset']} {row['setting']} {measure}" if row["measure"] != "rank_distance" else \
-        f"{row['dataset']} rank distance"
+    measure = "mAP" if row[MEASURE] == AP else row[MEASURE]
+    return f"{row[DATASET]} {row[SETTING]} {measure}" if row[MEASURE] != RANK_DISTANCE else \
+        f"{row[DATASET]} rank distance"
 
 
 def plot_forest(verdicts: pd.DataFrame, path: Path) -> Path | None:
@@ -146,7 +158,7 @@ def plot_forest(verdicts: pd.DataFrame, path: Path) -> Path | None:
                             fontsize=7, color=colour)
             ax.plot(row["estimate"], yi, "o", color=colour)
         ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(y, [f"{r['claim']} ({r['verdict']})" for r in part.to_dict("records")], fontsize=8)
+        ax.set_yticks(y, [f"{r[CLAIM]} ({r['verdict']})" for r in part.to_dict("records")], fontsize=8)
         ax.set_ylim(-0.7, len(part) - 0.3)
         ax.set_title(f"{panel}: contrast and 95% CI (seeds and questions)", fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
@@ -180,7 +192,7 @@ def plot_cells(ctx: ReportContext, path: Path) -> Path | None:
     runs = _Runs(ctx)
     cells = list(range(len(ctx.spec.cells() or [{}])))
     try:
-        zero = ctx.store.per_query("zero-shot")
+        zero = ctx.store.per_query(ZERO_SHOT)
     except (FileNotFoundError, OSError, AttributeError):
         zero = None
     panels = []
@@ -190,13 +202,13 @@ def plot_cells(ctx: ReportContext, path: Path) -> Path | None:
         points = []
         for cell in cells:
             try:
-                built = statistic_matrices({"cell": runs.run_frames(cell, claim)}, statistic)
+                built = statistic_matrices({CELL: runs.run_frames(cell, claim)}, statistic)
             except (ClaimNotTestable, ValueError):
                 continue
-            inference = contrast_inference(built.matrices, {"cell": 1.0}, n_draws=5000, rng=cell,
+            inference = contrast_inference(built.matrices, {CELL: 1.0}, n_draws=5000, rng=cell,
                                            item_blocks=built.item_blocks)
-            points.append((cell, float(built.matrices["cell"].sum(axis=1).mean()), inference.ci_low,
-                           inference.ci_high, built.matrices["cell"].shape[0]))
+            points.append((cell, float(built.matrices[CELL].sum(axis=1).mean()), inference.ci_low,
+                           inference.ci_high, built.matrices[CELL].shape[0]))
         if not points:
             continue
         reference = None
@@ -223,8 +235,8 @@ def plot_cells(ctx: ReportContext, path: Path) -> Path | None:
             ax.axhline(reference, color="tab:gray", ls="--", lw=1, label="untrained (zero-shot)")
         ax.set_xticks(x, [f"{_axis_label(ctx, p[0])}\n{p[4]} seed{'s' if p[4] > 1 else ''}" for p in points],
                       fontsize=7)
-        name = "rank distance" if claim.measure == "rank_distance" else \
-            f"{claim.setting_text} {'mAP' if claim.measure == 'ap' else claim.measure}"
+        name = "rank distance" if claim.measure == RANK_DISTANCE else \
+            f"{claim.setting_text} {'mAP' if claim.measure == AP else claim.measure}"
         better = "lower is better" if claim.measure in LOWER_IS_BETTER else "higher is better"
         suffix = f" ({' '.join(claim.involving)})" if claim.involving else ""
         suffix += f" (worst of {' '.join(claim.worst_language)})" if claim.worst_language else ""
@@ -237,7 +249,7 @@ def plot_cells(ctx: ReportContext, path: Path) -> Path | None:
 
 def _markdown(spec, ctx: ReportContext, tables: dict[str, pd.DataFrame], verdicts: pd.DataFrame,
               figures: list[Path] = (), findings: list[str] = ()) -> str:
-    counts = ctx.trials["status"].value_counts().to_dict() if not ctx.trials.empty else {}
+    counts = ctx.trials[STATUS].value_counts().to_dict() if not ctx.trials.empty else {}
     lines = [f"# Study `{spec.name}`", "", f"**Question.** {spec.question}", "", "## Verdicts", ""]
     lines += verdict_markdown(verdicts)
     captions = {FOREST_PLOT: "each claim's contrast with its 95% CI; shaded: differences smaller than the design "

@@ -46,9 +46,12 @@ from typing import Any
 
 import pandas as pd
 
+from hybridir.evaluation.vocabulary import DATASET
 from study.storage import join
 from study.vocabulary import (
     CELL,
+    CONFIG_AXES,
+    CONFIG_TUNED,
     PHASE,
     SEED,
     SOURCE_TRIAL,
@@ -67,11 +70,11 @@ HISTORY_KEY = [TRIAL_ID, STEP]
 
 def per_query_frame(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One frame of the per-query rows of several datasets, ``dataset`` first."""
-    parts = [frame.assign(dataset=dataset) for dataset, frame in frames.items() if len(frame)]
+    parts = [frame.assign(**{DATASET: dataset}) for dataset, frame in frames.items() if len(frame)]
     if not parts:
-        return pd.DataFrame(columns=["dataset"])
+        return pd.DataFrame(columns=[DATASET])
     merged = pd.concat(parts, ignore_index=True)
-    return merged[["dataset", *[c for c in merged.columns if c != "dataset"]]]
+    return merged[[DATASET, *[c for c in merged.columns if c != DATASET]]]
 
 
 def parquet_bytes(frame: pd.DataFrame) -> bytes:
@@ -107,7 +110,7 @@ class ResultStore:
 
     def append_trial(self, row: dict, matrices: dict | None = None) -> None:
         if matrices:
-            path = self.dir / "matrices" / f"{row['trial_id']}.json"
+            path = self.dir / "matrices" / f"{row[TRIAL_ID]}.json"
             path.write_text(json.dumps(matrices))
         _append_jsonl(self.dir / "trials.jsonl", row)
         self.trials().to_csv(self.dir / "trials.csv", index=False)
@@ -164,7 +167,7 @@ class ResultStore:
             frame = pd.read_parquet(path)
             frame.insert(0, TRIAL_ID, path.stem)
             frames.append(frame)
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[TRIAL_ID, "dataset"])
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[TRIAL_ID, DATASET])
 
     def zero_shot(self) -> dict | None:
         """``{"model": ..., "metrics": {"final/<dataset>/<key>": value}}`` of the untrained
@@ -223,8 +226,8 @@ def flatten_config(config: dict) -> dict:
     """A trial config as flat columns: ``axis/<path>``, ``tuned/<path>``, phase, cell, seed."""
     row = {PHASE: config.get(PHASE), CELL: config.get(CELL), SEED: config.get(SEED),
            SOURCE_TRIAL: config.get(SOURCE_TRIAL)}
-    row.update({axis_column(k): v for k, v in (config.get("axes") or {}).items()})
-    row.update({tuned_column(k): v for k, v in (config.get("tuned") or {}).items()})
+    row.update({axis_column(k): v for k, v in (config.get(CONFIG_AXES) or {}).items()})
+    row.update({tuned_column(k): v for k, v in (config.get(CONFIG_TUNED) or {}).items()})
     return row
 
 

@@ -31,15 +31,16 @@ from ray.tune.search import Searcher
 from study.console import say
 from study.ray_internals import asha_forget_trial, asha_knows_trial, asha_record_result
 from study.spec import StudySpec, TunedParam
-from study.storage import (  # noqa: F401 - re-exported: the searcher's storage helpers
-    OPTUNA_JOURNAL_FILE,
-    is_database_url,
-    open_optuna_storage,
-    optuna_storage_location,
-)
+from study.storage import open_optuna_storage
 from study.vocabulary import (
+    CELL,
+    CONFIG_AXES,
+    CONFIG_TUNED,
+    PHASE,
     SEARCH,
+    SEED,
     STEP,
+    TRIAL_ID,
     TUNED_PREFIX,
     axis_column,
     intermediate_metric,
@@ -238,8 +239,8 @@ class CellGridSearch(Searcher):
         )
         return {
             "study": self._study_name,
-            "phase": SEARCH,
-            "cell": cell,
+            PHASE: SEARCH,
+            CELL: cell,
             **{axis_column(path): value for path, value in axes.items()},
             "objective": self.metric,
             "samples_per_cell": self._budget,
@@ -285,8 +286,8 @@ class CellGridSearch(Searcher):
         self._open()
         skipped = 0
         for row in rows:
-            cell = int(row["cell"])
-            trial_id = row.get("trial_id")
+            cell = int(row[CELL])
+            trial_id = row.get(TRIAL_ID)
             if not 0 <= cell < len(self._cells) or self._remaining[cell] == 0 or trial_id in self._owner:
                 continue
             self._remaining[cell] -= 1
@@ -332,10 +333,10 @@ class CellGridSearch(Searcher):
         self._remaining[cell] -= 1
         self._owner[trial_id] = cell
         tuned = self._suggest_new(cell, trial_id)
-        return {"phase": SEARCH, "cell": cell, "axes": self._cells[cell], "tuned": tuned, "seed": None}
+        return {PHASE: SEARCH, CELL: cell, CONFIG_AXES: self._cells[cell], CONFIG_TUNED: tuned, SEED: None}
 
     def _trial_attrs(self, cell: int) -> dict[str, Any]:
-        return {"cell": cell, "phase": SEARCH, **{axis_column(p): v for p, v in self._cells[cell].items()}}
+        return {CELL: cell, PHASE: SEARCH, **{axis_column(p): v for p, v in self._cells[cell].items()}}
 
     def _suggest_new(self, cell: int, trial_id: str) -> dict:
         study = self._studies[cell]
@@ -470,9 +471,9 @@ class FixedConfigSearch(Searcher):
 
     def skip_finished(self, rows: list[dict]) -> int:
         """Drop configs whose (cell, seed) the results table already holds."""
-        done = {(int(row["cell"]), int(row["seed"])) for row in rows}
+        done = {(int(row[CELL]), int(row[SEED])) for row in rows}
         pending = self._configs[self._issued:]
-        kept = [c for c in pending if (int(c["cell"]), int(c["seed"])) not in done]
+        kept = [c for c in pending if (int(c[CELL]), int(c[SEED])) not in done]
         self._configs = self._configs[: self._issued] + kept
         return len(pending) - len(kept)
 
@@ -541,9 +542,9 @@ class PerCellASHA(FIFOScheduler):
         if self._cells is None:
             self._cells = {}
             for row in self._history_source():
-                if row.get("phase") != SEARCH or row.get(self._metric) is None:
+                if row.get(PHASE) != SEARCH or row.get(self._metric) is None:
                     continue
-                asha_record_result(self._scheduler_of(int(row["cell"])), row["trial_id"], int(row[STEP]),
+                asha_record_result(self._scheduler_of(int(row[CELL])), row[TRIAL_ID], int(row[STEP]),
                                    float(row[self._metric]))
         return self._cells
 
@@ -554,7 +555,7 @@ class PerCellASHA(FIFOScheduler):
 
     def _cell(self, tune_controller, trial) -> AsyncHyperBandScheduler:
         self._schedulers()
-        scheduler = self._scheduler_of(int(trial.config["cell"]))
+        scheduler = self._scheduler_of(int(trial.config[CELL]))
         if not asha_knows_trial(scheduler, trial.trial_id):
             scheduler.on_trial_add(tune_controller, trial)
         return scheduler

@@ -66,8 +66,19 @@ from study.ray_internals import (
 )
 from study.results import flatten_config
 from study.checks import check_tracker_packages as check_trackers  # noqa: F401 - its home is Ray-free
-from study.spec import TRACKERS, StudyConfigError, effective_seed
-from study.vocabulary import AXIS_PREFIX, FINAL_PREFIX, INTER_PREFIX, MATRICES, STEP
+from study.spec import TRACKERS, effective_seed
+from study.vocabulary import (
+    AXIS_PREFIX,
+    CELL,
+    FINAL_PREFIX,
+    INTER_PREFIX,
+    MATRICES,
+    PHASE,
+    SEED,
+    SOURCE_TRIAL,
+    STEP,
+    TRIAL_ID,
+)
 
 TENSORBOARD, MLFLOW, WANDB = TRACKERS  # the names study.spec validates
 
@@ -154,20 +165,20 @@ class RunLabels:
 
     def name(self, trial_id: str, config: dict) -> str:
         """``<phase>-cell<cell>-seed<effective seed>-<trial id>``."""
-        return f"{self.experiment}-cell{config.get('cell')}-seed{effective_seed(config, self.base_seed)}-{trial_id}"
+        return f"{self.experiment}-cell{config.get(CELL)}-seed{effective_seed(config, self.base_seed)}-{trial_id}"
 
     def tags(self, trial_id: str, config: dict) -> dict[str, Any]:
         """Study, phase, cell, effective seed, trial id, the source trial of a re-run, and the
         scaling axes as ``axis/<path>``; values keep their type (MLflow stores them as text)."""
         tags: dict[str, Any] = {
             "study": self.study,
-            "phase": self.experiment,
-            "cell": config.get("cell"),
-            "seed": effective_seed(config, self.base_seed),
-            "trial_id": trial_id,
+            PHASE: self.experiment,
+            CELL: config.get(CELL),
+            SEED: effective_seed(config, self.base_seed),
+            TRIAL_ID: trial_id,
         }
-        if config.get("source_trial") is not None:
-            tags["source_trial"] = config["source_trial"]
+        if config.get(SOURCE_TRIAL) is not None:
+            tags[SOURCE_TRIAL] = config[SOURCE_TRIAL]
         tags.update({key: value for key, value in flatten_config(config).items() if key.startswith(AXIS_PREFIX)})
         return tags
 

@@ -41,11 +41,12 @@ import ray.train.torch
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from hybridir.checkpoint import METRICS_FILE
 from hybridir.config import ModelConfig, TrainConfig
 from hybridir.evaluation.evaluator import EvaluationResult, Evaluator, build_evaluator
 from hybridir.model import BiEncoder
 from hybridir.timing import PhaseTimes
-from hybridir.train import METRICS_FILE, MODEL_SUBDIR, TrainCallback, train
+from hybridir.train import MODEL_SUBDIR, TrainCallback, train
 from study.console import configure_worker, train_logging_config
 from study.results import parquet_bytes, per_query_frame, per_query_uri
 from study.storage import write_file

@@ -18,7 +18,16 @@ Metric keys (reported by trials, columns of ``results/trials`` and ``results/his
   travel as a file, see :mod:`study.results`); ``matrices_json``: the final tables as JSON.
 
 Config columns (:func:`study.results.flatten_config`): ``axis/<path>`` (scaling axes),
-``tuned/<path>`` (Optuna's values), ``phase``, ``cell``, ``seed``, ``source_trial``.
+``tuned/<path>`` (Optuna's values), ``phase``, ``cell``, ``seed``, ``source_trial``; they come
+from the trial config the searchers hand out, ``{"phase", "cell", "axes", "tuned", "seed",
+"source_trial"}`` (the same names).
+
+The evaluation's own names (the settings ``mono``/``cross``/``multi``, the per-query columns
+``setting``, ``query_lang``, ``candidate_lang``, ``query_id``, the ``dataset`` column the study
+adds, the measures and the summary keys such as ``cross_map``) are defined once in
+:mod:`hybridir.evaluation.vocabulary`; study modules import them from there, not from here.
+``tests/test_study_architecture.py`` fails when one of these column names, or a setting name,
+is spelled out as a string literal in a study module.
 """
 
 from __future__ import annotations
@@ -37,6 +46,9 @@ ZERO_SHOT_FILE = "zero_shot.json"
 # --- the row keys of results/trials and results/history (config columns: flatten_config) ----
 TRIAL_ID, STATUS, FINISHED_AT = "trial_id", "status", "finished_at"
 PHASE, CELL, SEED, SOURCE_TRIAL = "phase", "cell", "seed", "source_trial"
+# The trial config (searchers -> trials) also carries the grid point and the tuned values;
+# flatten_config turns them into the axis/ and tuned/ columns.
+CONFIG_AXES, CONFIG_TUNED = "axes", "tuned"
 
 # --- trial status (results/trials "status") -------------------------------------------------
 COMPLETED, PRUNED, ERROR = "completed", "pruned", "error"
@@ -59,6 +71,13 @@ EXPOSURE_PREFIX = "train/exposure/"  # train_key(hybridir.batching.exposure_key(
 # --- columns the driver adds to a finished trial's row ---------------------------------------
 WALL_TIME = "wall_time_s"
 WORKER_SECONDS = "worker_seconds"
+
+# --- report tables --------------------------------------------------------------------------
+RUN = "run"  # which model a report row stands for: ZERO_SHOT or TRAINED (questions.common.add_zero_shot)
+TRAINED = "trained"
+# The verdict table (verdicts.csv): beside the claim's dataset and setting (the evaluation's
+# DATASET and SETTING), its id and measure.
+CLAIM, MEASURE = "claim", "measure"
 
 # --- config columns -------------------------------------------------------------------------
 AXIS_PREFIX = "axis/"

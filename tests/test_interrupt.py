@@ -1,5 +1,5 @@
 """study.interrupt without Ray: which signal does what, where (the loop over real studies is
-tests/test_study_interrupt.py)."""
+tests/test_study_e2e.py)."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def test_tunes_interrupt_lines_are_dropped_and_its_other_lines_kept():
 
 def test_the_driver_stops_says_how_to_resume_and_exits_with_the_signals_code(tmp_path, monkeypatch, capsys):
     """study/run.py's wiring, Ray replaced: SIGTERM during the zero-shot evaluation (the loop
-    over real studies is tests/test_study_interrupt.py)."""
+    over real studies is tests/test_study_e2e.py)."""
     import ray
 
     from study import run

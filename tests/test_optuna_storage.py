@@ -17,7 +17,8 @@ import optuna
 import pytest
 from ray.tune.search import Searcher
 
-from study.search import CellGridSearch, config_key, optuna_storage_location
+from study.search import CellGridSearch, config_key
+from study.storage import optuna_storage_location
 from study.spec import load_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

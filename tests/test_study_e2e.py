@@ -1,8 +1,19 @@
-"""End to end: a 2-trial study (2 Ray Train DDP workers per trial, Tune + Optuna + ASHA)
-on the offline mE5-small cut to 2 layers, interrupted with SIGINT after its first trial and
-resumed: no trial rerun, no row duplicated, every report file written. The same study also
-checks what leaves it for other tools: the Optuna journal, MLflow and TensorBoard runs, the
-exported sentence-transformers models, and a console of one line per trial event.
+"""End to end: one small study (2 trials, 2 Ray Train DDP workers per trial, Tune + Optuna +
+ASHA, the offline mE5-small cut to 2 layers with its bottom layer cached), interrupted again and
+again at different moments and resumed each time, as a user at a terminal would:
+
+* during the zero-shot evaluation: Ctrl-C (SIGINT to the process group);
+* inside a trial, after its first report: ``kill PID`` (SIGTERM to the driver alone);
+* between trials, right after one finished: Ctrl-C again;
+* then ``--resume`` finishes the study.
+
+After every interruption the console holds no traceback and exactly one ``[study]`` line
+saying how to resume, the exit code is the shell's (130 for SIGINT, 143 for SIGTERM), and no
+process of the driver's session (Ray's included) outlives it. The finished study has every
+trial exactly once, and the same study checks what leaves it for other tools: the results and
+per-query files, the reports (rebuilt by the report CLI), the Optuna journal, MLflow and
+TensorBoard runs (keyed by the study step across the resumes), the exported
+sentence-transformers models, and a console of one line per trial event.
 """
 
 from __future__ import annotations
@@ -13,17 +24,21 @@ import re
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from study_process import REPO, driver, finished, wait, wait_session_gone, wait_until
+from study_process import REPO, driver, finished, history, kill_session, titled, wait, wait_session_gone, \
+    wait_until
+
+pytestmark = pytest.mark.slow
 
 TINY = [
     # Full depth is too slow for a test: 2 layers, the top one trained, the bottom cached.
     "--set", "model.num_layers=2",
     "--set", "model.train_layers=1",
-    "--set", "max_steps=4",
+    "--set", "max_steps=6",
     "--set", "optim.warmup_steps=2",
     "--set", "log_every=2",
     "--set", "evaluation.intermediate.every=2",
@@ -33,7 +48,7 @@ TINY = [
     # the default study reports in the paper layout; this test reads the ratio tables
     "--set", "report.builder=ratio",
     "--set", "report.low_resource_languages=[th, el]",
-    "--set", "axes.batching.alpha=[0.0, 1.0]",
+    "--set", "axes.batching.alpha=[0.0, 1.0]",  # two trials: one to interrupt, one to start after it
     "--set", "search.asha.grace_period=2",
     # the shipped default study tunes nothing and re-runs seeds; these tests exercise Optuna
     "--set", 'tune={"optim.lr": {"distribution": "loguniform", "low": 1.0e-5, "high": 3.0e-4}}',
@@ -45,30 +60,108 @@ TINY = [
     "--tracker", "tensorboard",
     "--tracker", "mlflow",
 ]
+STEPS = {2, 4, 6}  # the study steps every trial reports at
+RESUME_HINT = "python study/run.py --resume"
 
 
-@pytest.mark.slow
-def test_study_runs_is_interrupted_and_resumes(tmp_path):
-    output, log = tmp_path / "study", tmp_path / "first.log"
-    first = driver([*TINY, "--output", str(output)], log)
-    wait_until(lambda: finished(output), first, log, 420, "a finished trial", poll_s=1)
-    os.killpg(first.pid, signal.SIGINT)  # Ctrl-C (to the process group) in the middle of the second trial
-    code = wait(first, log, 120)
-    finished_before = {row["trial_id"] for row in finished(output)}
-    assert code == 130 or (code == 0 and len(finished_before) == 2), f"exit {code}:\n{log.read_text()[-3000:]}"
-    assert not wait_session_gone(first.pid), "processes outlived the interrupted driver"
-    if code == 130:
-        hints = [line for line in log.read_text().splitlines() if "study/run.py --resume" in line]
-        assert len(hints) == 1 and hints[0].startswith("[study] interrupted"), log.read_text()[-3000:]
+def _trial_running(output: Path) -> str | None:
+    """A trial that has reported at least once and has not finished."""
+    done = {row["trial_id"] for row in finished(output)}
+    reported = [row["trial_id"] for row in history(output) if row["trial_id"] not in done]
+    return reported[-1] if reported else None
 
-    second = driver(["--resume", str(output)], tmp_path / "second.log")
-    assert wait(second, tmp_path / "second.log", 420) == 0, (tmp_path / "second.log").read_text()[-3000:]
+
+# (moment, its condition (output, driver's session, trials finished before), the signal, sent
+# to the process group as Ctrl-C in a terminal sends it (True) or to the driver alone as `kill PID`)
+MOMENTS = [
+    ("zero-shot", lambda output, sid, before: titled("ray::zero_shot_task", sid), signal.SIGINT, True),
+    ("in-trial", lambda output, sid, before: _trial_running(output), signal.SIGTERM, False),
+    ("between-trials", lambda output, sid, before: len(finished(output)) > before, signal.SIGINT, True),
+]
+
+
+@dataclass
+class Interruption:
+    moment: str
+    signum: int
+    code: int
+    log: Path
+    left: list[str]  # processes of the driver's session still alive 30 s after it exited
+    running: str | None  # the trial running when the signal was sent
+    finished_after: set[str]  # trial ids in results/ after the driver exited
+    zero_shot_stored: bool  # results/zero_shot.json existed after the driver exited
+
+
+@dataclass
+class Study:
+    output: Path
+    interruptions: list[Interruption]
+    final_log: Path
+    final_code: int
+    final_left: list[str]
+
+    @property
+    def logs(self) -> list[Path]:
+        return [i.log for i in self.interruptions] + [self.final_log]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Study:
+    """The study above, interrupted at every moment of MOMENTS, then finished by a last resume."""
+    root = tmp_path_factory.mktemp("e2e")
+    output = root / "study"
+    interruptions = []
+    for index, (moment, condition, signum, group) in enumerate(MOMENTS):
+        log = root / f"{index}-{moment}.log"
+        before = len(finished(output))
+        process = driver([*TINY, "--output", str(output)] if index == 0 else ["--resume", str(output)], log)
+        wait_until(lambda: condition(output, process.pid, before), process, log, 300, f"the moment '{moment}'")
+        running = _trial_running(output)
+        if group:
+            os.killpg(process.pid, signum)  # Ctrl-C in a terminal: the foreground process group
+        else:
+            os.kill(process.pid, signum)  # `kill PID`
+        code = wait(process, log, 180)
+        left = wait_session_gone(process.pid)
+        kill_session(process.pid)  # a leftover would load the next driver's machine
+        interruptions.append(Interruption(moment, signum, code, log, left, running,
+                                          {row["trial_id"] for row in finished(output)},
+                                          (output / "results" / "zero_shot.json").exists()))
+    final_log = root / "finish.log"
+    process = driver(["--resume", str(output)], final_log)
+    code = wait(process, final_log, 420)
+    return Study(output, interruptions, final_log, code, wait_session_gone(process.pid))
+
+
+@pytest.mark.parametrize("index", range(len(MOMENTS)), ids=[moment for moment, *_ in MOMENTS])
+def test_an_interrupted_study_exits_cleanly_and_says_how_to_resume(study, index):
+    done = study.interruptions[index]
+    text = done.log.read_text()
+    assert done.code == 128 + done.signum, f"exit {done.code}, expected {128 + done.signum}:\n{text[-3000:]}"
+    assert "Traceback" not in text and "Exception ignored" not in text, text[-3000:]
+    hints = [line for line in text.splitlines() if RESUME_HINT in line]
+    assert len(hints) == 1 and hints[0].startswith("[study] interrupted"), text[-3000:]
+    assert "Tuner.restore" not in text, text[-3000:]
+    assert not done.left, "processes outlived the interrupted driver:\n" + "\n".join(done.left)
+    if done.moment == "zero-shot":
+        assert "zero-shot" in text and not done.zero_shot_stored
+    if done.moment == "in-trial":
+        assert done.running and done.running not in done.finished_after
+
+
+def test_the_last_resume_finishes_every_trial_once_with_every_result(study):
+    output = study.output
+    text = study.final_log.read_text()
+    assert study.final_code == 0, text[-3000:]
+    assert RESUME_HINT not in text, text[-3000:]
+    assert not study.final_left, "processes outlived the driver:\n" + "\n".join(study.final_left)
 
     lines = finished(output)
     trial_ids = [row["trial_id"] for row in lines]
     assert len(set(trial_ids)) == 2, trial_ids
     assert len(trial_ids) == 2, f"a trial was recorded twice: {trial_ids}"  # finished trials not rerun
-    assert finished_before <= set(trial_ids)
+    for done in study.interruptions:
+        assert done.finished_after <= set(trial_ids)
     trials = pd.read_csv(output / "results" / "trials.csv")
     assert sorted(trials["axis/batching.alpha"]) == [0.0, 1.0]
     assert set(trials["status"]) == {"completed"}
@@ -79,15 +172,15 @@ def test_study_runs_is_interrupted_and_resumes(tmp_path):
         per_query = pd.read_parquet(output / "results" / "per_query" / f"{trial_id}.parquet")
         assert len(per_query) == rows > 0 and set(per_query["dataset"]) == {"xquad-r"}
         assert not per_query.duplicated(["setting", "query_lang", "candidate_lang", "query_id"]).any()
-    # the untrained model, once (the resume found it cached)
+    # the untrained model, once (the last resume found it cached)
     zero_shot = json.loads((output / "results" / "zero_shot.json").read_text())
     assert 0 <= zero_shot["metrics"]["final/xquad-r/cross_map"] <= 1 and zero_shot["model"]
     assert len(pd.read_parquet(output / "results" / "per_query" / "zero-shot.parquet")) == trials["per_query/rows"].iloc[0]
-    assert "zero-shot baseline" in (tmp_path / "second.log").read_text()
-    assert "cached" in (tmp_path / "second.log").read_text()
-    history = pd.read_csv(output / "results" / "history.csv")
-    assert not history.duplicated(["trial_id", "study_step"]).any()
-    assert set(history["study_step"]) >= {2, 4}
+    assert "zero-shot baseline" in text and "cached" in text
+    history_csv = pd.read_csv(output / "results" / "history.csv")
+    assert not history_csv.duplicated(["trial_id", "study_step"]).any()
+    for trial_id in trials["trial_id"]:  # the trial stopped mid-way included: no gap, no duplicate
+        assert set(history_csv.loc[history_csv["trial_id"] == trial_id, "study_step"]) == STEPS
 
     report_dir = output / "reports" / "default"
     ratio = pd.read_csv(report_dir / "ratio.csv")
@@ -98,7 +191,7 @@ def test_study_runs_is_interrupted_and_resumes(tmp_path):
     # partial fine-tuning: one activation cache for the zero-shot run, every trial and worker
     assert set(trials["model/training"]) == {"top 1 of 2 layers fine-tuned, embeddings and lower 1 layer frozen"}
     assert list((output / "activation-cache").glob("*/shard-*.safetensors"))
-    assert (history["train/activation_cache_hit_rate"].dropna() > 0).any()
+    assert (history_csv["train/activation_cache_hit_rate"].dropna() > 0).any()
     assert "top 1 of 2 layers fine-tuned" in (report_dir / "report.md").read_text()
     for name in ("ratio_worst_xquad-r.png", "learning_curves.png", "report.md"):
         assert (report_dir / name).stat().st_size > 0
@@ -108,10 +201,28 @@ def test_study_runs_is_interrupted_and_resumes(tmp_path):
     assert rebuilt.stdout.strip() == str(report_dir)
     pd.testing.assert_frame_equal(pd.read_csv(report_dir / "ratio.csv"), ratio)
 
-    _check_optuna_journal(output, trials)
-    _check_trackers(output, trials, history)
-    _check_exported_models(output, trials)
-    _check_console(tmp_path / "first.log", tmp_path / "second.log")
+
+def _finished_study(study: Study) -> tuple[Path, pd.DataFrame]:
+    assert study.final_code == 0, study.final_log.read_text()[-3000:]
+    return study.output, pd.read_csv(study.output / "results" / "trials.csv")
+
+
+def test_optuna_journal_holds_every_trial_across_the_resumes(study):
+    _check_optuna_journal(*_finished_study(study))
+
+
+def test_trackers_hold_every_trial_across_the_resumes(study):
+    output, trials = _finished_study(study)
+    _check_trackers(output, trials, pd.read_csv(output / "results" / "history.csv"))
+
+
+def test_exported_models_load_in_sentence_transformers(study):
+    _check_exported_models(*_finished_study(study))
+
+
+def test_console_has_one_line_per_event(study):
+    _finished_study(study)
+    _check_console(*study.logs)
 
 
 def _check_optuna_journal(output: Path, trials: pd.DataFrame) -> None:
@@ -132,7 +243,7 @@ def _check_optuna_journal(output: Path, trials: pd.DataFrame) -> None:
         assert trial.state == optuna.trial.TrialState.COMPLETE
         assert trial.value == pytest.approx(row["inter/cross_map"])
         assert trial.params["optim.lr"] == pytest.approx(row["tuned/optim.lr"])
-        assert set(trial.intermediate_values) == {2, 4}  # keyed by the study step, across the resume
+        assert set(trial.intermediate_values) == STEPS  # keyed by the study step, across the resumes
 
 
 def _check_trackers(output: Path, trials: pd.DataFrame, history: pd.DataFrame) -> None:
@@ -153,7 +264,7 @@ def _check_trackers(output: Path, trials: pd.DataFrame, history: pd.DataFrame) -
         assert float(run.data.tags["axis/batching.alpha"]) == row["axis/batching.alpha"]
         curve = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "inter/cross_map")}
         reported = history[history["trial_id"] == row["trial_id"]].set_index("study_step")["inter/cross_map"]
-        assert set(curve) == {2, 4}
+        assert set(curve) == STEPS
         assert curve[2] == pytest.approx(reported[2])
         assert run.data.metrics["final/xquad-r/cross_map"] == pytest.approx(row["final/xquad-r/cross_map"])
     run_dirs = sorted((output / "tensorboard" / "search").iterdir())
@@ -165,8 +276,8 @@ def _check_trackers(output: Path, trials: pd.DataFrame, history: pd.DataFrame) -
         events = EventAccumulator(str(run_dir))
         events.Reload()
         scalars = {event.step: event.value for event in events.Scalars("final/xquad-r/cross_map")}
-        assert scalars == {4: pytest.approx(row["final/xquad-r/cross_map"])}
-        assert {event.step for event in events.Scalars("inter/cross_map")} == {2, 4}
+        assert scalars == {max(STEPS): pytest.approx(row["final/xquad-r/cross_map"])}
+        assert {event.step for event in events.Scalars("inter/cross_map")} == STEPS
 
 
 def _check_exported_models(output: Path, trials: pd.DataFrame) -> None:

@@ -24,13 +24,16 @@ import torch
 from hybridir.evaluation.encode import EncodedCorpus
 from hybridir.evaluation.lareqa import check_relevance
 from hybridir.evaluation.metrics import average_precision, recall_at, relevant_ranks
+from hybridir.evaluation.vocabulary import (
+    AP, BITEXT, CANDIDATE_LANG, CORRECT_AT_1, DATASET, MODEL, PER_QUERY_KEYS, QUERY_ID, QUERY_LANG, RANK, SETTING,
+)
 
 
 # Columns of BitextResult.per_query. ``setting`` is always "bitext" and ``query_id`` is the
 # item (the pair's id, the same in both directions), so the frame lines up with LAReQA's
 # per-query rows (setting, query_lang, candidate_lang, query_id, ap, ...). With one relevant
 # candidate, AP over the full ranking is the reciprocal rank.
-PER_QUERY_COLUMNS = ("setting", "query_lang", "candidate_lang", "query_id", "correct@1", "ap", "rank")
+PER_QUERY_COLUMNS = (*PER_QUERY_KEYS, CORRECT_AT_1, AP, RANK)
 
 
 @dataclass
@@ -88,14 +91,14 @@ def evaluate_bitext(encoded: EncodedCorpus, pivot: str | None = "en") -> BitextR
                 correct = recall_at(ranks, 1)
                 rows.append({"source": a, "target": b, "accuracy": float(correct.mean()), "n_sentences": len(scores)})
                 frames.append(pd.DataFrame({
-                    "setting": "bitext", "query_lang": a, "candidate_lang": b, "query_id": items,
-                    "correct@1": correct.astype(float), "ap": average_precision(ranks), "rank": ranks.ranks[:, 0],
+                    SETTING: BITEXT, QUERY_LANG: a, CANDIDATE_LANG: b, QUERY_ID: items,
+                    CORRECT_AT_1: correct.astype(float), AP: average_precision(ranks), RANK: ranks.ranks[:, 0],
                 }))  # fmt: skip
                 done.add((a, b))
     if not rows:
         raise ValueError(f"{encoded.name}: no language pair has parallel sentences to score")
     pairs = pd.DataFrame(rows)
-    summary = {"dataset": encoded.name, "model": encoded.info.get("model", ""), "accuracy": float(pairs.accuracy.mean())}
+    summary = {DATASET: encoded.name, MODEL: encoded.info.get(MODEL, ""), "accuracy": float(pairs.accuracy.mean())}
     if pivot is not None:
         into, out_of = pairs[pairs.target == pivot], pairs[pairs.source == pivot]
         if len(into):

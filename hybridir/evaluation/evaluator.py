@@ -31,7 +31,10 @@ from hybridir.data.registry import eval_set_kind, load_eval_set
 from hybridir.data.types import RetrievalCorpus
 from hybridir.evaluation.bitext import evaluate_bitext
 from hybridir.evaluation.encode import EncodedCorpus, encode_corpus
-from hybridir.evaluation.lareqa import SETTINGS, evaluate_lareqa, subset_corpus
+from hybridir.evaluation.lareqa import evaluate_lareqa, subset_corpus
+from hybridir.evaluation.vocabulary import (
+    MAP, MULTILINGUAL, RANK_DISTANCE, SETTINGS, n_cells_key, n_queries_key, summary_key,
+)
 
 if TYPE_CHECKING:
     from hybridir.model import BiEncoder
@@ -105,10 +108,10 @@ class Evaluator:
 
 
 def _lareqa_metric_keys(k_values: Sequence[int] = (1, 10)) -> frozenset[str]:
-    metrics = ["map", *(f"{m}@{k}" for k in k_values for m in ("r", "p", "f1")), "ndcg@10"]
-    keys = {f"{s}_{m}" for s in SETTINGS for m in metrics}
-    keys |= {f"n_{s}_cells" for s in SETTINGS} | {f"n_{s}_queries" for s in SETTINGS}
-    keys |= {"rank_distance", "n_rank_distance_excluded", "n_cross_pairs_skipped", "encode_s", "score_s"}
+    metrics = [MAP, *(f"{m}@{k}" for k in k_values for m in ("r", "p", "f1")), "ndcg@10"]
+    keys = {summary_key(s, m) for s in SETTINGS for m in metrics}
+    keys |= {n_cells_key(s) for s in SETTINGS} | {n_queries_key(s) for s in SETTINGS}
+    keys |= {RANK_DISTANCE, "n_rank_distance_excluded", "n_cross_pairs_skipped", "encode_s", "score_s"}
     return frozenset(keys)
 
 
@@ -122,7 +125,7 @@ class LareqaEvaluator(Evaluator):
         result = evaluate_lareqa(encoded)
         tables = dict(result.matrices)
         if len(result.multilingual):
-            tables["multilingual"] = result.multilingual
+            tables[MULTILINGUAL] = result.multilingual
         return EvaluationResult(dict(result.summary), tables, result.per_query, kind=self.kind)
 
 

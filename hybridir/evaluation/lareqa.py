@@ -28,8 +28,10 @@ import torch
 from hybridir.data.types import RetrievalCorpus
 from hybridir.evaluation.encode import EncodedCorpus
 from hybridir.evaluation.metrics import RelevantRanks, per_query_metrics, relevant_ranks
-
-SETTINGS = ("mono", "cross", "multi")
+from hybridir.evaluation.vocabulary import (
+    ALL_CANDIDATES, AP, CANDIDATE_LANG, CROSS, DATASET, MODEL, MONO, MULTI, N_QUERIES, QUERY_ID, QUERY_LANG, RANK_DISTANCE,
+    SETTING, SETTINGS, n_cells_key, n_queries_key, public_metric, summary_key,
+)
 # Queries scored per matrix product: 2048 x 13k float32 = ~100 MB at a time, never the
 # 680 MB multilingual matrix of XQuAD-R.
 _QUERY_CHUNK = 2048
@@ -139,10 +141,10 @@ def check_relevance(encoded: EncodedCorpus) -> None:
 
 def _frame(setting: str, query_lang: str, candidate_lang: str, qids: list[str], metrics: dict) -> pd.DataFrame:
     frame = pd.DataFrame(metrics)
-    frame.insert(0, "query_id", qids)
-    frame.insert(0, "candidate_lang", candidate_lang)
-    frame.insert(0, "query_lang", query_lang)
-    frame.insert(0, "setting", setting)
+    frame.insert(0, QUERY_ID, qids)
+    frame.insert(0, CANDIDATE_LANG, candidate_lang)
+    frame.insert(0, QUERY_LANG, query_lang)
+    frame.insert(0, SETTING, setting)
     return frame
 
 
@@ -176,65 +178,60 @@ def evaluate_lareqa(
         frames.append(_frame(setting, query_lang, label, qids, per_query_metrics(ranks, k_values)))
         return True
 
-    if "mono" in settings:
+    if MONO in settings:
         for lang in query_langs:
             if lang in encoded.candidates:
-                score("mono", lang, [lang], lang)
-    if "cross" in settings:
+                score(MONO, lang, [lang], lang)
+    if CROSS in settings:
         for x in query_langs:
             for y in candidate_langs:
-                if x != y and not score("cross", x, [y], y):
+                if x != y and not score(CROSS, x, [y], y):
                     skipped_pairs.append(f"{x}-{y}")
-    if "multi" in settings:
+    if MULTI in settings:
         for lang in query_langs:
-            score("multi", lang, candidate_langs, "all")
-    per_query = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["setting"])
+            score(MULTI, lang, candidate_langs, ALL_CANDIDATES)
+    per_query = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[SETTING])
     score_s = time.perf_counter() - start
 
-    metric_names = ["ap"] + [f"{m}@{k}" for k in k_values for m in ("r", "p", "f1")] + ["ndcg@10"]
-    cells = per_query.groupby(["setting", "query_lang", "candidate_lang"], sort=True)
+    metric_names = [AP] + [f"{m}@{k}" for k in k_values for m in ("r", "p", "f1")] + ["ndcg@10"]
+    cells = per_query.groupby([SETTING, QUERY_LANG, CANDIDATE_LANG], sort=True)
     cell_means = cells[metric_names].mean()
-    cell_means["n_queries"] = cells.size()
+    cell_means[N_QUERIES] = cells.size()
 
-    summary: dict = {"dataset": encoded.name, "model": encoded.info.get("model", "")}
+    summary: dict = {DATASET: encoded.name, MODEL: encoded.info.get(MODEL, "")}
     for setting in settings:
-        if setting not in cell_means.index.get_level_values("setting"):
-            summary[f"n_{setting}_cells"] = 0
+        if setting not in cell_means.index.get_level_values(SETTING):
+            summary[n_cells_key(setting)] = 0
             continue
         table = cell_means.loc[setting]
         for metric in metric_names:
-            summary[f"{setting}_{_public(metric)}"] = float(table[metric].mean())
-        summary[f"n_{setting}_cells"] = len(table)
-        summary[f"n_{setting}_queries"] = int(table["n_queries"].sum())
-    if "cross" in settings:
+            summary[summary_key(setting, public_metric(metric))] = float(table[metric].mean())
+        summary[n_cells_key(setting)] = len(table)
+        summary[n_queries_key(setting)] = int(table[N_QUERIES].sum())
+    if CROSS in settings:
         summary["n_cross_pairs_skipped"] = len(skipped_pairs)
 
     multilingual = pd.DataFrame()
-    if "multi" in settings and "multi" in cell_means.index.get_level_values("setting"):
-        multi_rows = per_query[per_query.setting == "multi"]
-        by_lang = multi_rows.groupby("query_lang")
-        multilingual = by_lang[metric_names].mean().rename(columns=_public)
+    if MULTI in settings and MULTI in cell_means.index.get_level_values(SETTING):
+        multi_rows = per_query[per_query[SETTING] == MULTI]
+        by_lang = multi_rows.groupby(QUERY_LANG)
+        multilingual = by_lang[metric_names].mean().rename(columns=public_metric)
         # Rank distance needs >= 2 relevant candidates; NaN rows (single relevant) are skipped
         # by the mean and counted here.
-        multilingual["rank_distance"] = by_lang["rank_distance"].mean()
-        multilingual["n_queries"] = by_lang.size()
-        multilingual["n_rank_distance_excluded"] = by_lang["rank_distance"].apply(lambda s: int(s.isna().sum()))
-        summary["rank_distance"] = float(multilingual["rank_distance"].mean())
+        multilingual[RANK_DISTANCE] = by_lang[RANK_DISTANCE].mean()
+        multilingual[N_QUERIES] = by_lang.size()
+        multilingual["n_rank_distance_excluded"] = by_lang[RANK_DISTANCE].apply(lambda s: int(s.isna().sum()))
+        summary[RANK_DISTANCE] = float(multilingual[RANK_DISTANCE].mean())
         summary["n_rank_distance_excluded"] = int(multilingual["n_rank_distance_excluded"].sum())
 
     matrices = {}
-    pairwise = cell_means.drop(index="multi", level="setting", errors="ignore")
+    pairwise = cell_means.drop(index=MULTI, level=SETTING, errors="ignore")
     if len(pairwise):
-        for metric in [*metric_names, "n_queries"]:
-            matrix = pairwise[metric].droplevel("setting").unstack("candidate_lang")
+        for metric in [*metric_names, N_QUERIES]:
+            matrix = pairwise[metric].droplevel(SETTING).unstack(CANDIDATE_LANG)
             matrix = matrix.reindex(index=query_langs, columns=candidate_langs)
-            matrix.index.name, matrix.columns.name = "query_lang", "candidate_lang"
-            matrices[_public(metric)] = matrix
+            matrix.index.name, matrix.columns.name = QUERY_LANG, CANDIDATE_LANG
+            matrices[public_metric(metric)] = matrix
     summary["encode_s"] = encoded.encode_s
     summary["score_s"] = score_s
     return LareqaResult(summary=summary, matrices=matrices, multilingual=multilingual, per_query=per_query)
-
-
-def _public(metric: str) -> str:
-    """Per-query AP averaged over queries is reported as mAP."""
-    return "map" if metric == "ap" else metric

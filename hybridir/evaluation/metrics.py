@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hybridir.evaluation.vocabulary import AP, RANK_DISTANCE
+
 # Elements of the [queries, relevant, candidates] comparison tensor built per chunk:
 # ~64 MB of bools, small next to the score matrix and fast on 2 cores.
 _COMPARISONS_PER_CHUNK = 64_000_000
@@ -193,11 +195,11 @@ def rank_distance(rr: RelevantRanks) -> np.ndarray:
 def per_query_metrics(rr: RelevantRanks, k_values: Sequence[int] = (1, 10), ndcg_k: int = 10) -> dict[str, np.ndarray]:
     """All per-query metrics as named arrays: ap, r@k, p@k, f1@k for each k, ndcg@<ndcg_k>,
     rank_distance (NaN where undefined)."""
-    out: dict[str, np.ndarray] = {"ap": average_precision(rr)}
+    out: dict[str, np.ndarray] = {AP: average_precision(rr)}
     for k in k_values:
         out[f"r@{k}"] = recall_at(rr, k)
         out[f"p@{k}"] = precision_at(rr, k)
         out[f"f1@{k}"] = f1_at(rr, k)
     out[f"ndcg@{ndcg_k}"] = ndcg_at(rr, ndcg_k)
-    out["rank_distance"] = rank_distance(rr)
+    out[RANK_DISTANCE] = rank_distance(rr)
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from hybridir.evaluation.vocabulary import CROSS_MAP, DATASET, MULTI_MAP
 from study.question import Question, Selector, register
 from study.questions.common import (
     ReportContext,
@@ -22,6 +23,7 @@ from study.questions.common import (
     zero_shot_metric,
 )
 from study.vocabulary import (
+    CELL,
     FINAL_PREFIX,
     PAIRS_PER_SECOND,
     WALL_TIME,
@@ -39,13 +41,13 @@ def recommend(ctx: ReportContext) -> tuple[pd.DataFrame, pd.DataFrame]:
     with the ``cell`` it picks); both empty before any trial completed."""
     datasets = ctx.final_datasets()
     primary = datasets[0]
-    metrics = [final_key(d, m) for d in datasets for m in ("cross_map", "multi_map")]
+    metrics = [final_key(d, m) for d in datasets for m in (CROSS_MAP, MULTI_MAP)]
     metrics += [PAIRS_PER_SECOND, WALL_TIME, WORKER_SECONDS]
     table = summarize(ctx, metrics)
     if table.empty:
         return table, pd.DataFrame()
     table = table.rename(columns={axis_column(LANGS): "num_languages", axis_column(BATCH): "batch_size"})
-    accuracy, cost = final_key(primary, "cross_map"), WORKER_SECONDS
+    accuracy, cost = final_key(primary, CROSS_MAP), WORKER_SECONDS
     table["pareto"] = False
     recommendations = []
     by = "num_languages" if "num_languages" in table else None
@@ -57,11 +59,11 @@ def recommend(ctx: ReportContext) -> tuple[pd.DataFrame, pd.DataFrame]:
         good = front[front[accuracy] >= best - ctx.spec.report.accuracy_tolerance]
         pick = good.sort_values(cost).iloc[0]
         recommendations.append({
-            "num_languages": key, "cell": int(pick["cell"]), "recommended_batch_size": pick.get("batch_size"),
-            "cross_map": pick[accuracy], "worker_seconds": pick[cost], "best_cross_map": best,
+            "num_languages": key, CELL: int(pick[CELL]), "recommended_batch_size": pick.get("batch_size"),
+            CROSS_MAP: pick[accuracy], WORKER_SECONDS: pick[cost], "best_cross_map": best,
             "pareto_batch_sizes": " ".join(str(int(b)) for b in front.sort_values("batch_size")["batch_size"])
             if "batch_size" in front else "",
-            "dataset": primary, "tolerance": ctx.spec.report.accuracy_tolerance,
+            DATASET: primary, "tolerance": ctx.spec.report.accuracy_tolerance,
         })
     return table, pd.DataFrame(recommendations)
 
@@ -71,7 +73,7 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     if table.empty:
         return {"batch": table, "batch_recommendation": recommendations}
     primary = ctx.final_datasets()[0]
-    accuracy, cost = final_key(primary, "cross_map"), WORKER_SECONDS
+    accuracy, cost = final_key(primary, CROSS_MAP), WORKER_SECONDS
     by = "num_languages" if "num_languages" in table else None
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -92,14 +94,14 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     info = zero_shot_info(ctx)
     if info:
         accuracy_columns = {f"{d}_{m}": zero_shot_metric(info, d, m)
-                            for d in ctx.final_datasets() for m in ("cross_map", "multi_map")}
-        table = add_zero_shot(table, [{"cell": ZERO_SHOT, **accuracy_columns}], list(accuracy_columns), [])
+                            for d in ctx.final_datasets() for m in (CROSS_MAP, MULTI_MAP)}
+        table = add_zero_shot(table, [{CELL: ZERO_SHOT, **accuracy_columns}], list(accuracy_columns), [])
     return {"batch": table, "batch_recommendation": recommendations}
 
 
 def recommended_cells(ctx: ReportContext) -> set[int]:
     """The cells of the recommended batch sizes (one per language count)."""
-    return set(recommend(ctx)[1].get("cell", pd.Series(dtype=int)).astype(int))
+    return set(recommend(ctx)[1].get(CELL, pd.Series(dtype=int)).astype(int))
 
 
 register(Question(

@@ -19,15 +19,35 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from hybridir.evaluation.vocabulary import (  # noqa: E402
+    AP,
+    CANDIDATE_LANG,
+    CROSS,
+    DATASET,
+    MAP,
+    MONO,
+    MULTI,
+    MULTILINGUAL,
+    QUERY_LANG,
+    RANK_DISTANCE,
+    SETTING,
+    public_metric,
+)
 from study.results import ResultStore  # noqa: E402
 from study.selection import best_trials  # noqa: E402
 from study.spec import StudySpec  # noqa: E402
 from study.vocabulary import (  # noqa: E402
+    CELL,
     COMPLETED,
+    PHASE,
     PHASES,
+    RUN,
     SEARCH,
     SEEDS,
+    STATUS,
     STEP,
+    TRAINED,
+    TRIAL_ID,
     ZERO_SHOT,
     axis_column,
     final_key,
@@ -54,7 +74,7 @@ class ReportContext:
     def completed(self) -> pd.DataFrame:
         if self.trials.empty:
             return self.trials
-        return self.trials[self.trials["status"] == COMPLETED]
+        return self.trials[self.trials[STATUS] == COMPLETED]
 
     def final_datasets(self) -> list[str]:
         return [final.dataset for final in self.spec.evaluation.final]
@@ -80,13 +100,13 @@ def representative_trials(ctx: ReportContext) -> dict[int, pd.DataFrame]:
         return {}
     objective = intermediate_metric(ctx.spec)
     chosen: dict[int, pd.DataFrame] = {}
-    for cell, group in done.groupby("cell", sort=True):
+    for cell, group in done.groupby(CELL, sort=True):
         if not ctx.spec.tune:
             # Nothing tuned: the search trial is the cell's one configuration at the base seed,
             # so it counts as a seed beside the re-runs (seeds N gives N + 1 runs per cell).
-            chosen[int(cell)] = group[group["phase"].isin(list(PHASES))]
+            chosen[int(cell)] = group[group[PHASE].isin(list(PHASES))]
             continue
-        seeds = group[group["phase"] == SEEDS]
+        seeds = group[group[PHASE] == SEEDS]
         if len(seeds):
             chosen[int(cell)] = seeds
             continue
@@ -105,7 +125,7 @@ def summarize(ctx: ReportContext, metrics: list[str]) -> pd.DataFrame:
     """One row per cell: axis values, then ``<metric>``, ``<metric>_ci_low|high`` and ``n``."""
     rows = []
     for cell, group in representative_trials(ctx).items():
-        row = {"cell": cell, **{axis_column(k): v for k, v in cell_axes(ctx, cell).items()}}
+        row = {CELL: cell, **{axis_column(k): v for k, v in cell_axes(ctx, cell).items()}}
         for metric in metrics:
             values = group[metric] if metric in group else []
             mean, low, high, n = mean_ci(list(values))
@@ -136,18 +156,18 @@ def matrices_from_per_query(rows: pd.DataFrame) -> dict:
     "multilingual": DataFrame by query language}}``, the layout of ``ResultStore.matrices``
     (cell means, AP reported as ``map``)."""
     out = {}
-    metrics = [c for c in ("ap", "r@1", "r@10", "f1@10", "ndcg@10") if c in rows]
-    for dataset, part in rows.groupby("dataset") if "dataset" in rows else [("", rows)]:
+    metrics = [c for c in (AP, "r@1", "r@10", "f1@10", "ndcg@10") if c in rows]
+    for dataset, part in rows.groupby(DATASET) if DATASET in rows else [("", rows)]:
         tables = {}
-        pairwise = part[part["setting"].isin(["mono", "cross"])]
+        pairwise = part[part[SETTING].isin([MONO, CROSS])]
         if len(pairwise):
-            means = pairwise.groupby(["query_lang", "candidate_lang"])[metrics].mean()
+            means = pairwise.groupby([QUERY_LANG, CANDIDATE_LANG])[metrics].mean()
             for metric in metrics:
-                tables["map" if metric == "ap" else metric] = means[metric].unstack("candidate_lang")
-        multi = part[part["setting"] == "multi"]
+                tables[public_metric(metric)] = means[metric].unstack(CANDIDATE_LANG)
+        multi = part[part[SETTING] == MULTI]
         if len(multi):
-            columns = metrics + (["rank_distance"] if "rank_distance" in multi else [])
-            tables["multilingual"] = multi.groupby("query_lang")[columns].mean().rename(columns={"ap": "map"})
+            columns = metrics + ([RANK_DISTANCE] if RANK_DISTANCE in multi else [])
+            tables[MULTILINGUAL] = multi.groupby(QUERY_LANG)[columns].mean().rename(columns={AP: MAP})
         out[dataset] = tables
     return out
 
@@ -167,14 +187,14 @@ def add_zero_shot(table: pd.DataFrame, zero_rows: list[dict], metrics: list[str]
     zero = pd.DataFrame(zero_rows)
     metrics = [m for m in metrics if m in zero and m in table]
     reference = zero[keys + metrics].rename(columns={m: f"{m}__zero" for m in metrics})
-    table = table.assign(run="trained")
+    table = table.assign(**{RUN: TRAINED})
     table = table.merge(reference, on=keys, how="left") if keys else table.assign(
         **{f"{m}__zero": reference[f"{m}__zero"].iloc[0] for m in metrics})
     for metric in metrics:
         table[f"{metric}{DELTA_SUFFIX}"] = table[metric] - table.pop(f"{metric}__zero")
-    zero = zero.assign(run=ZERO_SHOT, **{f"{m}{DELTA_SUFFIX}": 0.0 for m in metrics})
+    zero = zero.assign(**{RUN: ZERO_SHOT}, **{f"{m}{DELTA_SUFFIX}": 0.0 for m in metrics})
     merged = pd.concat([zero, table], ignore_index=True)
-    return merged[["run", *[c for c in merged.columns if c != "run"]]]
+    return merged[[RUN, *[c for c in merged.columns if c != RUN]]]
 
 
 def fit_slope(x, y) -> dict:
@@ -266,9 +286,9 @@ def plot_learning_curves(ctx: ReportContext, path: Path) -> Path | None:
     if ctx.history.empty or metric not in ctx.history:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
-    for trial_id, group in ctx.history.dropna(subset=[metric]).groupby("trial_id"):
+    for trial_id, group in ctx.history.dropna(subset=[metric]).groupby(TRIAL_ID):
         group = group.sort_values(STEP)
-        ax.plot(group[STEP], group[metric], marker=".", alpha=0.7, label=f"{trial_id} (cell {group['cell'].iloc[0]})")
+        ax.plot(group[STEP], group[metric], marker=".", alpha=0.7, label=f"{trial_id} (cell {group[CELL].iloc[0]})")
     ax.set_xlabel("study step")
     ax.set_ylabel(metric)
     ax.legend(fontsize=6)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from hybridir.batching import EXPOSURE_FIELDS, exposure_key
+from hybridir.evaluation.vocabulary import CANDIDATE_LANG, DATASET, QUERY_LANG
 from hybridir.languages import canonical
 from pydantic import Field
 
@@ -33,7 +34,7 @@ from study.questions.common import (
     representative_trials,
     zero_shot_matrices,
 )
-from study.vocabulary import EXPOSURE_PREFIX, TARGET_PAIRS_AXIS, ZERO_SHOT, train_key
+from study.vocabulary import EXPOSURE_PREFIX, TARGET_PAIRS_AXIS, TRIAL_ID, ZERO_SHOT, train_key
 
 METRIC = "ndcg@10"
 
@@ -94,15 +95,15 @@ def _with_zero_shot(ctx: ReportContext, table: pd.DataFrame, per_target: pd.Data
             involved = [matrix.loc[q, c] for q in matrix.index for c in matrix.columns
                         if lang in (q, c) and pd.notna(matrix.loc[q, c])]
             if involved:
-                target_rows.append({"pairs_per_target_language": ZERO_SHOT, "dataset": dataset,
+                target_rows.append({"pairs_per_target_language": ZERO_SHOT, DATASET: dataset,
                                     "target_language": lang, f"mean_{METRIC}": float(np.mean(involved))})
         for q in matrix.index:
             for c in matrix.columns:
                 if (not targets or q in targets or c in targets) and pd.notna(matrix.loc[q, c]):
-                    pair_rows.append({"pairs_per_target_language": ZERO_SHOT, "dataset": dataset,
-                                      "query_lang": q, "candidate_lang": c, METRIC: float(matrix.loc[q, c])})
-    table = add_zero_shot(table, pair_rows, [METRIC], ["dataset", "query_lang", "candidate_lang"])
-    per_target = add_zero_shot(per_target, target_rows, [f"mean_{METRIC}"], ["dataset", "target_language"])
+                    pair_rows.append({"pairs_per_target_language": ZERO_SHOT, DATASET: dataset,
+                                      QUERY_LANG: q, CANDIDATE_LANG: c, METRIC: float(matrix.loc[q, c])})
+    table = add_zero_shot(table, pair_rows, [METRIC], [DATASET, QUERY_LANG, CANDIDATE_LANG])
+    per_target = add_zero_shot(per_target, target_rows, [f"mean_{METRIC}"], [DATASET, "target_language"])
     return table, per_target
 
 
@@ -114,7 +115,7 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     for cell, group in representatives.items():
         size = ctx.spec.cells()[cell].get(TARGET_PAIRS_AXIS) if ctx.spec.cells() else None
         for _, trial in group.iterrows():
-            for dataset, tables in ctx.store.matrices(trial["trial_id"]).items():
+            for dataset, tables in ctx.store.matrices(trial[TRIAL_ID]).items():
                 matrix = tables.get(METRIC)
                 if matrix is None:
                     continue
@@ -126,42 +127,42 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
                         if pd.notna(value):
                             pair_rows.append({
                                 "pairs_per_target_language": _size_label(size),
-                                "dataset": dataset, "query_lang": query_lang, "candidate_lang": candidate_lang,
-                                "trial_id": trial["trial_id"], METRIC: float(value),
+                                DATASET: dataset, QUERY_LANG: query_lang, CANDIDATE_LANG: candidate_lang,
+                                TRIAL_ID: trial[TRIAL_ID], METRIC: float(value),
                             })
     pairs = pd.DataFrame(pair_rows)
     if pairs.empty:
         return {"data": pairs, "data_per_target": pd.DataFrame(), "data_exposure": exposure.drop(columns="size_sort")}
-    keys = ["pairs_per_target_language", "dataset", "query_lang", "candidate_lang"]
+    keys = ["pairs_per_target_language", DATASET, QUERY_LANG, CANDIDATE_LANG]
     table = pairs.groupby(keys, sort=False).agg(
-        **{METRIC: (METRIC, "mean")}, n_seeds=("trial_id", "nunique")).reset_index()
+        **{METRIC: (METRIC, "mean")}, n_seeds=(TRIAL_ID, "nunique")).reset_index()
     table["size_sort"] = table["pairs_per_target_language"].map(_size)
-    table = table.sort_values(["dataset", "size_sort", "query_lang", "candidate_lang"], na_position="last")
+    table = table.sort_values([DATASET, "size_sort", QUERY_LANG, CANDIDATE_LANG], na_position="last")
 
     per_target = []
-    for (size, dataset), group in pairs.groupby(["pairs_per_target_language", "dataset"], sort=False):
-        for lang in targets or sorted(set(group["query_lang"])):
-            involved = group[(group["query_lang"] == lang) | (group["candidate_lang"] == lang)]
+    for (size, dataset), group in pairs.groupby(["pairs_per_target_language", DATASET], sort=False):
+        for lang in targets or sorted(set(group[QUERY_LANG])):
+            involved = group[(group[QUERY_LANG] == lang) | (group[CANDIDATE_LANG] == lang)]
             if involved.empty:
                 continue
-            per_trial = involved.groupby("trial_id")[METRIC].mean()
+            per_trial = involved.groupby(TRIAL_ID)[METRIC].mean()
             mean, low, high, n = mean_ci(per_trial)
-            per_target.append({"pairs_per_target_language": size, "size_sort": _size(size), "dataset": dataset,
+            per_target.append({"pairs_per_target_language": size, "size_sort": _size(size), DATASET: dataset,
                                "target_language": lang, f"mean_{METRIC}": mean, f"mean_{METRIC}_ci_low": low,
-                               f"mean_{METRIC}_ci_high": high, "n_seeds": n, "n_pairs": involved[["query_lang", "candidate_lang"]].drop_duplicates().shape[0]})
-    per_target = pd.DataFrame(per_target).sort_values(["dataset", "target_language", "size_sort"], na_position="last")
+                               f"mean_{METRIC}_ci_high": high, "n_seeds": n, "n_pairs": involved[[QUERY_LANG, CANDIDATE_LANG]].drop_duplicates().shape[0]})
+    per_target = pd.DataFrame(per_target).sort_values([DATASET, "target_language", "size_sort"], na_position="last")
     # Next to each score, what the target language trained on at that size.
     per_target = per_target.merge(exposure.drop(columns=["size_sort", "n_trials_with_exposure"]),
                                   on=["pairs_per_target_language", "target_language"], how="left")
 
-    for dataset, group in per_target.groupby("dataset"):
+    for dataset, group in per_target.groupby(DATASET):
         finite = group.dropna(subset=["size_sort"])
         if len(finite):
             plot_curves(finite, "size_sort", f"mean_{METRIC}", "target_language", ctx.out_dir / f"data_{dataset}.png",
                         f"{ctx.spec.name}: nDCG@10 of pairs with the target language vs in-language pairs ({dataset})",
                         xlabel="in-language training pairs per target language")
-    for (size, dataset), group in table.groupby(["pairs_per_target_language", "dataset"], sort=False):
-        matrix = group.pivot(index="query_lang", columns="candidate_lang", values=METRIC)
+    for (size, dataset), group in table.groupby(["pairs_per_target_language", DATASET], sort=False):
+        matrix = group.pivot(index=QUERY_LANG, columns=CANDIDATE_LANG, values=METRIC)
         plot_heatmap(matrix, ctx.out_dir / f"data_heatmap_{dataset}_{size}.png",
                      f"{METRIC}, {size} pairs per target language ({dataset})")
     table, per_target = _with_zero_shot(ctx, table, per_target, targets)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from pydantic import Field
 
+from hybridir.evaluation.vocabulary import CROSS_MAP, DATASET, MULTI_MAP
 from study.question import Question, QuestionSettings, register
 from study.questions.common import (
     ReportContext,
@@ -23,10 +24,10 @@ from study.questions.common import (
     zero_shot_info,
     zero_shot_metric,
 )
-from study.vocabulary import ZERO_SHOT, axis_column, final_key, final_prefix
+from study.vocabulary import CELL, ZERO_SHOT, axis_column, final_key, final_prefix
 
 AXIS = "data.num_languages"
-METRICS = ("cross_map", "cross_f1@10", "multi_map")
+METRICS = (CROSS_MAP, "cross_f1@10", MULTI_MAP)
 
 
 def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
@@ -39,11 +40,11 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
             continue
         table = table.rename(columns={axis: "num_languages"})
         table = table.rename(columns=lambda c: c.replace(f"{final_prefix(dataset)}/", ""))
-        table.insert(1, "dataset", dataset)
+        table.insert(1, DATASET, dataset)
         rows.append(table)
     if not rows:
         return {"languages": pd.DataFrame(), "languages_slope": pd.DataFrame()}
-    table = pd.concat(rows, ignore_index=True).sort_values(["dataset", "num_languages"])
+    table = pd.concat(rows, ignore_index=True).sort_values([DATASET, "num_languages"])
 
     wanted = ctx.settings.reference_languages
     counts = sorted(table["num_languages"].unique())
@@ -53,37 +54,37 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     reference = below[-1] if below else counts[0]
     table["reference_languages"] = reference
     for metric in METRICS:
-        ref = table[table["num_languages"] == reference].set_index("dataset")[metric]
-        table[f"{metric}_change_vs_ref"] = table[metric] - table["dataset"].map(ref)
-        table[f"{metric}_change_vs_ref_pct"] = 100 * table[f"{metric}_change_vs_ref"] / table["dataset"].map(ref)
+        ref = table[table["num_languages"] == reference].set_index(DATASET)[metric]
+        table[f"{metric}_change_vs_ref"] = table[metric] - table[DATASET].map(ref)
+        table[f"{metric}_change_vs_ref_pct"] = 100 * table[f"{metric}_change_vs_ref"] / table[DATASET].map(ref)
 
     # Slopes on every trial (seed re-runs count individually), counts >= reference only.
     slopes = []
     per_trial = pd.concat(representative_trials(ctx).values(), ignore_index=True)
-    for dataset in table["dataset"].unique():
+    for dataset in table[DATASET].unique():
         beyond = per_trial[per_trial[axis] >= reference]
         for metric in METRICS:
             column = final_key(dataset, metric)
             if column not in beyond:
                 continue
             fit = fit_slope(beyond[axis] - reference, beyond[column])
-            slopes.append({"dataset": dataset, "metric": metric, "reference_languages": reference,
+            slopes.append({DATASET: dataset, "metric": metric, "reference_languages": reference,
                            "max_languages": counts[-1], **fit})
     slope_table = pd.DataFrame(slopes)
-    if len(slope_table) and slope_table["dataset"].nunique() > 1:
-        first = slope_table["dataset"].unique()[0]
-        base = slope_table[slope_table["dataset"] == first].set_index("metric")["slope"]
+    if len(slope_table) and slope_table[DATASET].nunique() > 1:
+        first = slope_table[DATASET].unique()[0]
+        base = slope_table[slope_table[DATASET] == first].set_index("metric")["slope"]
         slope_table[f"slope_minus_{first}"] = slope_table["slope"] - slope_table["metric"].map(base)
 
     for metric in METRICS:
-        plot_curves(table, "num_languages", metric, "dataset", ctx.out_dir / f"languages_{metric.replace('@', 'at')}.png",
+        plot_curves(table, "num_languages", metric, DATASET, ctx.out_dir / f"languages_{metric.replace('@', 'at')}.png",
                     f"{ctx.spec.name}: {metric} vs number of training languages (ref {reference})",
                     xlabel="training languages", logx=True)
     info = zero_shot_info(ctx)
     if info:  # the untrained starting model per dataset, and every row's change against it
-        zero_rows = [{"cell": ZERO_SHOT, "dataset": d, **{m: zero_shot_metric(info, d, m) for m in METRICS}}
-                     for d in table["dataset"].unique()]
-        table = add_zero_shot(table, zero_rows, list(METRICS), ["dataset"])
+        zero_rows = [{CELL: ZERO_SHOT, DATASET: d, **{m: zero_shot_metric(info, d, m) for m in METRICS}}
+                     for d in table[DATASET].unique()]
+        table = add_zero_shot(table, zero_rows, list(METRICS), [DATASET])
     return {"languages": table.reset_index(drop=True), "languages_slope": slope_table}
 
 

@@ -19,11 +19,13 @@ from typing import Literal
 
 from pydantic import Field
 
+from hybridir.evaluation.vocabulary import CROSS_MAP, DATASET, MONO_MAP, MULTI_MAP, RANK_DISTANCE
 from study.question import Question, QuestionSettings, register
 from study.questions.common import ReportContext, cell_axes, summarize, zero_shot_info, zero_shot_metric
+from study.vocabulary import CELL
 
-TABLE1_METRICS = {"mono_map": "Mo", "cross_map": "Cr", "multi_map": "Mul"}
-TABLE2_METRICS = {"rank_distance": "rank distance"}
+TABLE1_METRICS = {MONO_MAP: "Mo", CROSS_MAP: "Cr", MULTI_MAP: "Mul"}
+TABLE2_METRICS = {RANK_DISTANCE: "rank distance"}
 SAMPLING_ORDER = ("zero-shot", "X-X", "X-Y", "hybrid")
 
 
@@ -62,9 +64,9 @@ def _ours(ctx: ReportContext) -> tuple[list[dict], str]:
                for dataset in ctx.final_datasets() for metric in (*TABLE1_METRICS, *TABLE2_METRICS)}
     records = []
     for _, row in summarize(ctx, list(columns.values())).iterrows():
-        alpha = ctx.spec.train_config(cell_axes(ctx, int(row["cell"]))).batching.effective_alpha
+        alpha = ctx.spec.train_config(cell_axes(ctx, int(row[CELL]))).batching.effective_alpha
         for (dataset, metric), column in columns.items():
-            records.append({"sampling": sampling_label(alpha), "alpha": alpha, "dataset": dataset, "metric": metric,
+            records.append({"sampling": sampling_label(alpha), "alpha": alpha, DATASET: dataset, "metric": metric,
                             "mean": row[column], "ci_low": row[f"{column}_ci_low"],
                             "ci_high": row[f"{column}_ci_high"], "n_runs": int(row["n"])})
     return records, (models[0] if len(models) == 1 else ", ".join(models) or ctx.spec.base_config.model.name)
@@ -81,7 +83,7 @@ def _wide(records: pd.DataFrame, metrics: dict[str, str], datasets: list[str]) -
     if records.empty:
         return pd.DataFrame(columns=["source", "model", "sampling", "runs", *columns])
     frame = records[records["metric"].isin(metrics)].copy()
-    frame["column"] = frame["dataset"] + " " + frame["metric"].map(metrics)
+    frame["column"] = frame[DATASET] + " " + frame["metric"].map(metrics)
     wide = frame.pivot_table(index=["source", "model", "sampling", "runs"], columns="column", values="value",
                              aggfunc="first").reset_index()
     wide.columns.name = None
@@ -102,29 +104,29 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     published = _published(ctx)
     long_rows = []
     for record in ours:
-        zero_value = zero_shot_metric(zero, record["dataset"], record["metric"]) if zero else np.nan
+        zero_value = zero_shot_metric(zero, record[DATASET], record["metric"]) if zero else np.nan
         paper = {}
         if not published.empty and record["metric"] in published:
-            same = published[(published["sampling"] == record["sampling"]) & (published["dataset"] == record["dataset"])]
+            same = published[(published["sampling"] == record["sampling"]) & (published[DATASET] == record[DATASET])]
             paper = {f"paper/{row['model']}": row[record["metric"]] for _, row in same.iterrows()}
         long_rows.append({**record, "zero_shot": zero_value, "delta_vs_zero_shot": record["mean"] - zero_value, **paper})
     cells = pd.DataFrame(long_rows)
 
     layout = [{"source": "ours", "model": model, "sampling": r["sampling"], "runs": r["n_runs"],
-               "dataset": r["dataset"], "metric": r["metric"], "value": r["mean"]} for r in ours]
+               DATASET: r[DATASET], "metric": r["metric"], "value": r["mean"]} for r in ours]
     if zero:
         for dataset in datasets:
             for metric in (*TABLE1_METRICS, *TABLE2_METRICS):
                 layout.append({"source": "ours", "model": model, "sampling": "zero-shot", "runs": 1,
-                               "dataset": dataset, "metric": metric, "value": zero_shot_metric(zero, dataset, metric)})
+                               DATASET: dataset, "metric": metric, "value": zero_shot_metric(zero, dataset, metric)})
     for _, row in published.iterrows():
-        if row["dataset"] not in datasets:
+        if row[DATASET] not in datasets:
             continue
         for metric in (*TABLE1_METRICS, *TABLE2_METRICS):
             value = row.get(metric)
             if value is not None and np.isfinite(value):
                 layout.append({"source": f"paper ({row['source']})", "model": row["model"], "sampling": row["sampling"],
-                               "runs": "published", "dataset": row["dataset"], "metric": metric, "value": float(value)})
+                               "runs": "published", DATASET: row[DATASET], "metric": metric, "value": float(value)})
     layout = pd.DataFrame(layout)
     if not layout.empty:
         layout["runs"] = layout["runs"].astype(str)

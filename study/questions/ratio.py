@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hybridir.evaluation.vocabulary import CROSS_MAP, DATASET, MAP, MONO_MAP, MULTILINGUAL, MULTI_MAP, RANK_DISTANCE
 from hybridir.languages import canonical
 from pydantic import Field
 
@@ -22,7 +23,7 @@ from study.questions.common import (
     representative_trials,
     zero_shot_matrices,
 )
-from study.vocabulary import axis_column, tuned_column
+from study.vocabulary import CELL, TRIAL_ID, axis_column, tuned_column
 
 AXIS = "batching.alpha"
 
@@ -41,14 +42,14 @@ def per_language_rows(ctx: ReportContext) -> pd.DataFrame:
     rows = []
     for cell, group in representative_trials(ctx).items():
         for _, trial in group.iterrows():
-            for dataset, tables in ctx.store.matrices(trial["trial_id"]).items():
-                cross = tables.get("map")
-                multi = tables.get("multilingual")
+            for dataset, tables in ctx.store.matrices(trial[TRIAL_ID]).items():
+                cross = tables.get(MAP)
+                multi = tables.get(MULTILINGUAL)
                 for lang in wanted:
                     if cross is None or lang not in cross.index:
                         continue
-                    rows.append({"cell": cell, "trial_id": trial["trial_id"], "alpha": _alpha(ctx, trial),
-                                 "dataset": dataset, "language": lang, **_language_values(cross, multi, lang)})
+                    rows.append({CELL: cell, TRIAL_ID: trial[TRIAL_ID], "alpha": _alpha(ctx, trial),
+                                 DATASET: dataset, "language": lang, **_language_values(cross, multi, lang)})
     return pd.DataFrame(rows)
 
 
@@ -57,10 +58,10 @@ def _language_values(cross: pd.DataFrame, multi: pd.DataFrame | None, lang: str)
     off_diagonal = cross.loc[lang].drop(labels=[lang], errors="ignore")
     in_multi = multi is not None and lang in multi.index
     return {
-        "cross_map": float(off_diagonal.mean()),
-        "mono_map": float(cross.loc[lang, lang]) if lang in cross.columns else np.nan,
-        "multi_map": float(multi.loc[lang, "map"]) if in_multi else np.nan,
-        "rank_distance": float(multi.loc[lang, "rank_distance"]) if in_multi and "rank_distance" in multi else np.nan,
+        CROSS_MAP: float(off_diagonal.mean()),
+        MONO_MAP: float(cross.loc[lang, lang]) if lang in cross.columns else np.nan,
+        MULTI_MAP: float(multi.loc[lang, MAP]) if in_multi else np.nan,
+        RANK_DISTANCE: float(multi.loc[lang, RANK_DISTANCE]) if in_multi and RANK_DISTANCE in multi else np.nan,
     }
 
 
@@ -69,20 +70,20 @@ def _zero_shot_rows(ctx: ReportContext) -> tuple[list[dict], list[dict]]:
     wanted = [canonical(code) for code in ctx.settings.low_resource_languages]
     summary, per_language = [], []
     for dataset, tables in zero_shot_matrices(ctx).items():
-        cross, multi = tables.get("map"), tables.get("multilingual")
+        cross, multi = tables.get(MAP), tables.get(MULTILINGUAL)
         values = {lang: _language_values(cross, multi, lang) for lang in wanted if cross is not None and lang in cross.index}
         if not values:
             continue
-        per_language += [{"dataset": dataset, "language": lang, **v} for lang, v in values.items()]
-        crosses = {lang: v["cross_map"] for lang, v in values.items()}
+        per_language += [{DATASET: dataset, "language": lang, **v} for lang, v in values.items()]
+        crosses = {lang: v[CROSS_MAP] for lang, v in values.items()}
         worst = min(crosses, key=crosses.get)
         summary.append({
-            "dataset": dataset, "languages": " ".join(values), "mean_cross_map": np.mean(list(crosses.values())),
+            DATASET: dataset, "languages": " ".join(values), "mean_cross_map": np.mean(list(crosses.values())),
             "worst_language": worst, "worst_cross_map": crosses[worst],
             "spread_max_minus_min": max(crosses.values()) - min(crosses.values()),
             "spread_std": float(np.std(list(crosses.values()))),
-            "mean_multi_map": np.mean([v["multi_map"] for v in values.values()]),
-            "rank_distance": np.mean([v["rank_distance"] for v in values.values()]),
+            "mean_multi_map": np.mean([v[MULTI_MAP] for v in values.values()]),
+            RANK_DISTANCE: np.mean([v[RANK_DISTANCE] for v in values.values()]),
             **{f"cross_map/{lang}": value for lang, value in crosses.items()},
         })
     return summary, per_language
@@ -94,46 +95,45 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
         return {"ratio": pd.DataFrame(), "ratio_per_language": per_language}
     # Across seeds first (mean per language), then across languages.
     by_language = (
-        per_language.groupby(["alpha", "dataset", "language"], as_index=False)
-        .agg(cross_map=("cross_map", "mean"), multi_map=("multi_map", "mean"),
-             mono_map=("mono_map", "mean"), rank_distance=("rank_distance", "mean"), n_seeds=("trial_id", "nunique"))
+        per_language.groupby(["alpha", DATASET, "language"], as_index=False)
+        .agg(**{m: (m, "mean") for m in (CROSS_MAP, MULTI_MAP, MONO_MAP, RANK_DISTANCE)}, n_seeds=(TRIAL_ID, "nunique"))
     )
     rows = []
-    for (alpha, dataset), group in by_language.groupby(["alpha", "dataset"], sort=True):
-        worst = group.loc[group["cross_map"].idxmin()]
-        seeds = per_language[(per_language["alpha"] == alpha) & (per_language["dataset"] == dataset)]
-        per_seed_worst = seeds.groupby("trial_id")["cross_map"].min()
+    for (alpha, dataset), group in by_language.groupby(["alpha", DATASET], sort=True):
+        worst = group.loc[group[CROSS_MAP].idxmin()]
+        seeds = per_language[(per_language["alpha"] == alpha) & (per_language[DATASET] == dataset)]
+        per_seed_worst = seeds.groupby(TRIAL_ID)[CROSS_MAP].min()
         mean, low, high, n = mean_ci(per_seed_worst)
         row = {
-            "alpha": alpha, "dataset": dataset, "languages": " ".join(group["language"]),
-            "mean_cross_map": group["cross_map"].mean(),
-            "worst_language": worst["language"], "worst_cross_map": worst["cross_map"],
+            "alpha": alpha, DATASET: dataset, "languages": " ".join(group["language"]),
+            "mean_cross_map": group[CROSS_MAP].mean(),
+            "worst_language": worst["language"], "worst_cross_map": worst[CROSS_MAP],
             "worst_cross_map_ci_low": low, "worst_cross_map_ci_high": high,
-            "spread_max_minus_min": group["cross_map"].max() - group["cross_map"].min(),
-            "spread_std": group["cross_map"].std(ddof=0),
-            "mean_multi_map": group["multi_map"].mean(),
-            "rank_distance": group["rank_distance"].mean(), "n_seeds": n,
+            "spread_max_minus_min": group[CROSS_MAP].max() - group[CROSS_MAP].min(),
+            "spread_std": group[CROSS_MAP].std(ddof=0),
+            "mean_multi_map": group[MULTI_MAP].mean(),
+            RANK_DISTANCE: group[RANK_DISTANCE].mean(), "n_seeds": n,
         }
-        row.update({f"cross_map/{lang}": value for lang, value in zip(group["language"], group["cross_map"])})
+        row.update({f"cross_map/{lang}": value for lang, value in zip(group["language"], group[CROSS_MAP])})
         rows.append(row)
     table = pd.DataFrame(rows)
-    for dataset, group in table.groupby("dataset"):
+    for dataset, group in table.groupby(DATASET):
         plot_curves(group.rename(columns={"worst_cross_map": "worst"}).assign(
             worst_ci_low=group["worst_cross_map_ci_low"], worst_ci_high=group["worst_cross_map_ci_high"]),
             "alpha", "worst", None, ctx.out_dir / f"ratio_worst_{dataset}.png",
             f"{ctx.spec.name}: worst low-resource language cross-lingual mAP vs alpha ({dataset})",
             xlabel="alpha (share of X-X batches)")
-        plot_curves(by_language[by_language["dataset"] == dataset], "alpha", "cross_map", "language",
+        plot_curves(by_language[by_language[DATASET] == dataset], "alpha", CROSS_MAP, "language",
                     ctx.out_dir / f"ratio_per_language_{dataset}.png",
                     f"{ctx.spec.name}: per-language cross-lingual mAP vs alpha ({dataset})",
                     xlabel="alpha (share of X-X batches)")
     zero_summary, zero_languages = _zero_shot_rows(ctx)
     if zero_summary:  # the untrained starting model, and every row's change against it
-        metrics = ["mean_cross_map", "worst_cross_map", "mean_multi_map", "rank_distance",
+        metrics = ["mean_cross_map", "worst_cross_map", "mean_multi_map", RANK_DISTANCE,
                    *[c for c in table.columns if c.startswith("cross_map/")]]
-        table = add_zero_shot(table, zero_summary, metrics, ["dataset"])
-        by_language = add_zero_shot(by_language, zero_languages, ["cross_map", "multi_map", "mono_map", "rank_distance"],
-                                    ["dataset", "language"])
+        table = add_zero_shot(table, zero_summary, metrics, [DATASET])
+        by_language = add_zero_shot(by_language, zero_languages, [CROSS_MAP, MULTI_MAP, MONO_MAP, RANK_DISTANCE],
+                                    [DATASET, "language"])
     return {"ratio": table, "ratio_per_language": by_language}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from hybridir.evaluation.vocabulary import CROSS_MAP, DATASET, MONO_MAP, MULTI_MAP, RANK_DISTANCE
 from study.question import Question, register
 from study.questions.common import (
     ReportContext,
@@ -17,9 +18,9 @@ from study.questions.common import (
     zero_shot_info,
     zero_shot_metric,
 )
-from study.vocabulary import ZERO_SHOT, axis_column, final_key, final_prefix
+from study.vocabulary import CELL, ZERO_SHOT, axis_column, final_key, final_prefix
 
-METRICS = ("mono_map", "cross_map", "multi_map", "rank_distance")
+METRICS = (MONO_MAP, CROSS_MAP, MULTI_MAP, RANK_DISTANCE)
 MODEL_AXES = ("model.name", "model.num_layers")
 
 
@@ -41,8 +42,8 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
         if table.empty:
             continue
         table = table.rename(columns=lambda c: c.replace(f"{final_prefix(dataset)}/", ""))
-        table.insert(1, "dataset", dataset)
-        labels = [_model_label(ctx, int(c)) for c in table["cell"]]
+        table.insert(1, DATASET, dataset)
+        labels = [_model_label(ctx, int(c)) for c in table[CELL]]
         table.insert(2, "model", [label for label, _ in labels])
         table.insert(3, "layers", [layers for _, layers in labels])
         mode = ctx.spec.train_config(ctx.spec.cells()[0]).batching.mode if ctx.spec.cells() else None
@@ -50,19 +51,19 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
         frames.append(table)
     if not frames:
         return {"scale": pd.DataFrame(), "scale_best_mode": pd.DataFrame()}
-    table = pd.concat(frames, ignore_index=True).sort_values(["dataset", "layers", "batching"])
-    best = (table.loc[table.groupby(["dataset", "model"])["cross_map"].idxmax(), ["dataset", "model", "layers", "batching", "cross_map"]]
+    table = pd.concat(frames, ignore_index=True).sort_values([DATASET, "layers", "batching"])
+    best = (table.loc[table.groupby([DATASET, "model"])[CROSS_MAP].idxmax(), [DATASET, "model", "layers", "batching", CROSS_MAP]]
             .rename(columns={"batching": "best_batching_for_cross_map"}))
-    for dataset, group in table.groupby("dataset"):
-        for metric in ("cross_map", "multi_map"):
+    for dataset, group in table.groupby(DATASET):
+        for metric in (CROSS_MAP, MULTI_MAP):
             plot_curves(group, "layers", metric, "batching", ctx.out_dir / f"scale_{metric}_{dataset}.png",
                         f"{ctx.spec.name}: {metric} vs model depth by batching ({dataset})",
                         xlabel="transformer layers (depth-truncated mE5-small ladder)")
     info = zero_shot_info(ctx)
     if info:
-        zero_rows = [{"cell": ZERO_SHOT, "dataset": d, "model": info.get("model", ""),
-                      **{m: zero_shot_metric(info, d, m) for m in METRICS}} for d in table["dataset"].unique()]
-        table = add_zero_shot(table, zero_rows, list(METRICS), ["dataset"])
+        zero_rows = [{CELL: ZERO_SHOT, DATASET: d, "model": info.get("model", ""),
+                      **{m: zero_shot_metric(info, d, m) for m in METRICS}} for d in table[DATASET].unique()]
+        table = add_zero_shot(table, zero_rows, list(METRICS), [DATASET])
     return {"scale": table.reset_index(drop=True), "scale_best_mode": best.reset_index(drop=True)}
 
 
