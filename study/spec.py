@@ -30,6 +30,7 @@ from pydantic import (
 
 from hybridir.config import TrainConfig
 from hybridir.evaluation.lareqa import SETTINGS as LAREQA_SETTINGS
+from hybridir.evaluation.vocabulary import ACCURACY, AP, BITEXT, MULTI, RANK_DISTANCE
 from hybridir.overrides import OverrideError, parse_assignment, read_yaml_mapping, set_dotted
 from study.question import (
     NoSettings,
@@ -225,8 +226,8 @@ class ReportSettings(_Strict):
 # (hybridir.evaluation.significance; computed by study/verdicts.py)
 # What a claim may measure, per evaluator kind (hybridir.evaluation.evaluator): the settings
 # its per-query rows have and the measures (per-query columns; "accuracy" = bitext correct@1).
-CLAIM_SETTINGS_BY_KIND = {"lareqa": tuple(LAREQA_SETTINGS), "bitext": ("bitext",)}
-CLAIM_MEASURES_BY_KIND = {"lareqa": ("ap", "ndcg@10", "r@1", "r@10", "rank_distance"), "bitext": ("accuracy", "ap")}
+CLAIM_SETTINGS_BY_KIND = {"lareqa": tuple(LAREQA_SETTINGS), "bitext": (BITEXT,)}
+CLAIM_MEASURES_BY_KIND = {"lareqa": (AP, "ndcg@10", "r@1", "r@10", RANK_DISTANCE), "bitext": (ACCURACY, AP)}
 CLAIM_SETTINGS = tuple(dict.fromkeys(s for settings in CLAIM_SETTINGS_BY_KIND.values() for s in settings))
 CLAIM_MEASURES = tuple(dict.fromkeys(m for measures in CLAIM_MEASURES_BY_KIND.values() for m in measures))
 SLOPE_SCALES = ("linear", "log2", "log")
@@ -314,7 +315,7 @@ class Claim(_Strict):
             raise ValueError(f"{where}: give exactly one of 'setting' or 'metric_weights'")
         if self.margin is not None and self.direction != "equivalent":
             raise ValueError(f"{where}: 'margin' applies to direction 'equivalent' only")
-        if self.measure == "rank_distance" and self.setting != "multi":
+        if self.measure == RANK_DISTANCE and self.setting != MULTI:
             raise ValueError(f"{where}: measure rank_distance exists in setting 'multi' only"
                              + (" (not in a metric_weights combination)" if self.metric_weights else ""))
         if self.metric_weights is not None:

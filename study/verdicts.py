@@ -22,6 +22,7 @@ import pandas as pd
 
 from hybridir.evaluation.claim_statistics import ClaimStatistic, measure_column, run_values, statistic_matrices
 from hybridir.evaluation.significance import ContrastResult, apply_holm, contrast_from_matrices
+from hybridir.evaluation.vocabulary import CANDIDATE_LANG, DATASET, QUERY_LANG
 from hybridir.languages import canonical
 from study.question import get_question, selector_keywords
 from study.questions.common import ReportContext, representative_trials
@@ -67,7 +68,7 @@ class _Runs:
         runs = self.run_frames(cell, claim, datasets=[claim.dataset])
         if claim.involving:
             wanted = {canonical(code) for code in claim.involving}
-            runs = {label: rows[rows["query_lang"].isin(wanted) | rows["candidate_lang"].isin(wanted)]
+            runs = {label: rows[rows[QUERY_LANG].isin(wanted) | rows[CANDIDATE_LANG].isin(wanted)]
                     for label, rows in runs.items()}
             runs = {label: rows for label, rows in runs.items() if not rows.empty}
             if not runs:
@@ -87,9 +88,9 @@ class _Runs:
             rows = self._trial_rows(trial["trial_id"])
             if rows is None:
                 continue
-            if "dataset" in rows:
-                rows = rows[rows["dataset"].isin(datasets)]
-                if set(rows["dataset"]) != set(datasets):
+            if DATASET in rows:
+                rows = rows[rows[DATASET].isin(datasets)]
+                if set(rows[DATASET]) != set(datasets):
                     continue  # a run without one of the datasets has no within-run difference
             elif len(datasets) > 1:
                 continue

@@ -35,6 +35,7 @@ AP = "ap"  # per-query average precision; its mean over queries is reported as M
 MAP = "map"
 RANK_DISTANCE = "rank_distance"  # multi only; NaN where a query has a single relevant candidate
 CORRECT_AT_1 = "correct@1"  # bitext
+ACCURACY = "accuracy"  # bitext: the summary key (mean correct@1 over directions), a claim's measure
 RANK = "rank"  # bitext: the rank of the translation
 
 # --- summary keys and tables ------------------------------------------------------------------
