@@ -363,7 +363,8 @@ def test_worst_language_is_the_per_run_minimum(tmp_path):
     row = verdicts.loc["worst-language-improves"]
     assert row["estimate"] == pytest.approx(worst(0) - worst(1), abs=1e-12)
     assert row["worst_language_per_run"] == "th x6" and row["verdict"] == "supported"
-    assert "worst of en th el" in "\n".join(verdict_markdown(verdicts.reset_index()))
+    text = "\n".join(verdict_markdown(verdicts.reset_index()))
+    assert "worst of en th el; worst per run: th x6" in text and "per run the minimum" in text
 
 
 def test_worst_language_with_switching_argmin_sums_to_the_minimum():
