@@ -541,3 +541,16 @@ def test_cross_dataset_inference_is_calibrated_on_aa_simulations():
         covered += inference.ci_low <= 0 <= inference.ci_high
     assert 0.02 <= rejections / reps <= 0.085
     assert 0.915 <= covered / reps <= 0.98
+
+
+def test_slope_scales_rescale_the_weights():
+    """Per e-fold = per doubling / ln 2; linear: per unit of the axis (OLS on the raw values)."""
+    def weights(scale):
+        claim = {**CLAIM, "slope": {"axis": "max_steps", "from": 100, "scale": scale}}
+        spec = load_study(study(STEPS, [claim]))
+        return {spec.cells()[c]["max_steps"]: w for c, w in claim_cell_weights(spec, spec.claims[0]).items()}
+
+    log2, log = weights("log2"), weights("log")
+    assert log == pytest.approx({x: w / np.log(2) for x, w in log2.items()})
+    x = np.array([100, 200, 400, 800], dtype=float)
+    assert list(weights("linear").values()) == pytest.approx((x - x.mean()) / ((x - x.mean()) ** 2).sum())
