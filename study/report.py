@@ -1,11 +1,13 @@
 """Rebuild a study's reports (CSV + PNG) from its stored results, at any time.
 
     python study/report.py runs/default-20250101-120000
+    python study/report.py --findings RUN_DIR [RUN_DIR ...] [--out docs/findings.md]
 
 Works mid-study (reports cover the trials finished so far). Writes
 ``<DIR>/reports/<study>/``: one CSV per table answering the study's question, PNG plots,
 ``trials.csv`` (every trial) and ``report.md`` (question, deviations from the seed setup,
-the tables).
+the tables). ``--findings`` rebuilds the reports of several runs and writes the project's
+findings document from them (:mod:`study.findings`).
 
 No Ray: the reports read ``results/`` through :class:`study.results.ResultStore` only, so they
 build on any machine with the study's results, Ray installed or not.
@@ -327,10 +329,22 @@ def _table(table: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python study/report.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("study_dir", help="a study directory written by study/run.py (a local path)")
+    parser.add_argument("study_dir", nargs="?", help="a study directory written by study/run.py (a local path)")
+    parser.add_argument("--findings", nargs="+", metavar="RUN_DIR",
+                        help="write the findings document (one section per run directory, ordered by question)")
+    parser.add_argument("--out", default=None, help="the findings document (default docs/findings.md); with --findings")
     args = parser.parse_args(argv)
+    if (args.study_dir is None) == (args.findings is None):
+        parser.error("give either a study directory or --findings RUN_DIR ...")
+    if args.out is not None and args.findings is None:
+        parser.error("--out goes with --findings")
     try:
-        out_dir = build_reports(args.study_dir)
+        if args.findings is not None:
+            from study.findings import DEFAULT_OUT, build_findings
+
+            out_dir = build_findings(args.findings, args.out or DEFAULT_OUT)
+        else:
+            out_dir = build_reports(args.study_dir)
     except StudyConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

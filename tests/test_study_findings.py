@@ -1,0 +1,194 @@
+"""docs/findings.md from stored results (``study/report.py --findings``), without Ray.
+
+The run directories are built like the report tests' (tests/test_study_verdicts.py): a frozen
+study.yaml and results written through the study's own ResultStore. Expected text is derived
+from the stored files (verdict.csv, zero_shot.json, the trials), not from the code under test.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from study import findings as findings_module
+from study.findings import build_findings
+from study.report import main as report_main
+from study.results import ResultStore
+from study.spec import dump_study, load_study
+from study.verdicts import verdict_markdown
+from tests.test_study_verdicts import _trial, macro, per_query_rows, stored_matrices
+
+
+def _ratio_run(path, rng):
+    """Q5: alpha 0 / 0.5 / 1 with 2 seed re-runs each, changed by --set from the shipped grid,
+    with a zero-shot model and measured trial times."""
+    spec = load_study("ratio", ["axes.batching.alpha=[0.0, 0.5, 1.0]", "report.low_resource_languages=[th, el]"])
+    dump_study(spec, path / "study.yaml")
+    store = ResultStore(path)
+    shifts = {0.0: 0.05, 0.5: 0.08, 1.0: -0.05}
+    for cell, axes in enumerate(spec.cells()):
+        for seed in (1, 2):
+            trial_id = f"a{cell}s{seed}"
+            frame = per_query_rows(rng, cross_shift=shifts[axes["batching.alpha"]])
+            store.write_per_query(trial_id, frame)
+            row = _trial(spec, trial_id, cell, "seeds", seed=seed)
+            row.update({"wall_time_s": 100.0, "finished_at": 1_800_000_000.0 + 100 * (2 * cell + seed)})
+            store.append_trial(row, stored_matrices(frame))
+    zero = per_query_rows(rng, cross_shift=-0.2)
+    metrics = {f"final/xquad-r/{s}_map": macro(zero, s, "ap") for s in ("mono", "cross", "multi")}
+    store.write_zero_shot("tiny zero-shot model", metrics, zero)
+    return spec, metrics
+
+
+def _batch_run(path, rng):
+    """Q2 with its local profile and no zero-shot model stored."""
+    spec = load_study("batch", profile="local")
+    dump_study(spec, path / "study.yaml")
+    store = ResultStore(path)
+    for cell, axes in enumerate(spec.cells()):
+        batch = axes["batching.batch_size"]
+        trial_id = f"b{batch}"
+        store.write_per_query(trial_id, per_query_rows(rng, cross_shift=0.01 * cell))
+        row = _trial(spec, trial_id, cell, "search")
+        row.update({"final/xquad-r/multi_map": 0.2, "worker_seconds": 60.0, "wall_time_s": 60.0,
+                    "train/pairs_per_s_overall": 1.0})
+        store.append_trial(row)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    root = tmp_path_factory.mktemp("findings")
+    rng = np.random.default_rng(11)
+    ratio_dir, batch_dir = root / "ratio-run", root / "batch-run"
+    ratio_dir.mkdir()
+    batch_dir.mkdir()
+    ratio_spec, zero_metrics = _ratio_run(ratio_dir, rng)
+    batch_spec = _batch_run(batch_dir, rng)
+    out = root / "docs" / "findings.md"
+    # the ratio run first on the command line: the document orders by question (Q2 before Q5)
+    assert report_main(["--findings", str(ratio_dir), str(batch_dir), "--out", str(out)]) == 0
+    return {"out": out, "text": out.read_text(), "ratio": (ratio_dir, ratio_spec, zero_metrics),
+            "batch": (batch_dir, batch_spec)}
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    rest = text[start + len(heading):]
+    end = re.search(r"^## ", rest, flags=re.M)
+    return rest[: end.start()] if end else rest
+
+
+def test_sections_in_question_order_with_the_question_as_posed(written):
+    text = written["text"]
+    ratio_dir, ratio_spec, _ = written["ratio"]
+    batch_dir, batch_spec = written["batch"]
+    q2, q5 = text.index(f"## Q2 batch {batch_dir.name}"), text.index(f"## Q5 ratio {ratio_dir.name}")
+    assert q2 < q5
+    for heading, spec in ((f"## Q2 batch {batch_dir.name}", batch_spec), (f"## Q5 ratio {ratio_dir.name}", ratio_spec)):
+        part = _section(text, heading)
+        assert spec.question.strip() in part
+        for sub in ("### Design actually run", "### Deviations", "### Verdicts", "### The untrained model",
+                    "### Answer", "### What the cluster profile would change"):
+            assert sub in part, (heading, sub)
+
+
+def test_verdict_tables_are_verdict_csv(written):
+    text = written["text"]
+    for key, name in (("ratio", "ratio"), ("batch", "batch")):
+        run_dir = written[key][0]
+        verdicts = pd.read_csv(run_dir / "reports" / name / "verdict.csv")
+        assert len(verdicts) > 0
+        table = "\n".join(verdict_markdown(verdicts))
+        assert table in _section(text, f" {name} {run_dir.name}")
+        # the plain-language answer: one line per claim, with the verdict's words
+        answer = _section(text, f" {name} {run_dir.name}").split("### Answer")[1].split("###")[0]
+        for row in verdicts.to_dict("records"):
+            line = next(line for line in answer.splitlines() if f"**{row['claim']}**" in line)
+            if row["verdict"] == "inconclusive":
+                assert "inconclusive at this budget" in line
+                assert (f"at least {row['mdd']:.4f}" if np.isfinite(row["mdd"]) else "detectable difference is unknown") in line
+            elif row["verdict"] == "not tested":
+                assert "not tested" in line
+            else:
+                assert row["verdict"] in line and row["ci"] in line and f"{row['estimate']:.4f}" in line
+
+
+def test_zero_shot_row_and_plot(written):
+    text, out = written["text"], written["out"]
+    ratio_dir, _, zero_metrics = written["ratio"]
+    ratio = _section(text, f" ratio {ratio_dir.name}")
+    assert "tiny zero-shot model" in ratio
+    assert f"| xquad-r/cross_map | {zero_metrics['final/xquad-r/cross_map']:.4f} |" in ratio
+    batch = _section(text, f" batch {written['batch'][0].name}")
+    assert "no results/zero_shot.json" in batch
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", ratio)
+    assert len(images) == 1 and images[0].startswith("findings/") and images[0].endswith(".png")
+    assert (out.parent / images[0]).stat().st_size > 0
+
+
+def test_design_and_deviations(written):
+    text = written["text"]
+    ratio_dir, ratio_spec, _ = written["ratio"]
+    ratio = _section(text, f" ratio {ratio_dir.name}")
+    assert "runs per cell (completed trials: search + seed re-runs): 2 " in ratio
+    assert "10.0 min summed over 6 trials" in ratio  # 6 trials x 100 s
+    assert "10.0 min from the first trial's start" in ratio  # finished_at 100 s apart, each 100 s long
+    assert ratio_spec.deviations and all(item in ratio for item in ratio_spec.deviations)
+    # --set changes: the frozen study against the shipped one
+    assert "changed by --set" in ratio and "`axes.batching.alpha`" in ratio and "low_resource_languages" in ratio
+    batch_dir, batch_spec = written["batch"]
+    batch = _section(text, f" batch {batch_dir.name}")
+    assert "profile: `local`" in batch and "profile `local` overrides" in batch
+    assert "changed by --set for this run" not in batch  # the local profile alone
+    assert "claim `recommended-batch-within-noise-mlqa` not testable in this run" in batch
+    assert "60 x 8" in batch and "60 x 32" in batch  # steps x batch of the batch-size axis
+
+
+def test_cluster_estimate_is_labelled(written):
+    text = written["text"]
+    batch_dir, batch_spec = written["batch"]
+    part = _section(text, f" batch {batch_dir.name}").split("### What the cluster profile would change")[1]
+    cluster = load_study("batch", profile="cluster")
+    runs = cluster.search.samples_per_cell + cluster.search.seeds
+    assert f"- trials: {len(cluster.cells()) * runs} " in part
+    assert "CPU-based extrapolation, not a GPU measurement" in part
+    # the extrapolation from this run's measured seconds per pair
+    pairs = sum(runs * c.max_steps * c.batching.batch_size for c in (cluster.train_config(a) for a in cluster.cells()))
+    local_pairs = sum(60 * a["batching.batch_size"] for a in batch_spec.cells())
+    hours = pairs * (60.0 * len(batch_spec.cells()) / local_pairs) / 3600
+    assert f"about {hours:.1f} trial-hours" in part
+
+
+def test_measured_gpu_throughput_replaces_the_extrapolation(written, tmp_path):
+    import json
+
+    batch_dir, batch_spec = written["batch"]
+    measurement = tmp_path / "gpu_check.json"
+    measurement.write_text(json.dumps({"dry_run": False, "device": "H100", "rows": [
+        {"name": "mfu", "numbers": {"batch_size": 64, "pairs_per_s": 400.0}},
+        {"name": "mfu", "numbers": {"batch_size": 128, "pairs_per_s": 800.0}}]}))
+    lines = "\n".join(findings_module.cluster_lines(batch_spec, pd.DataFrame(), gpu_measurement=measurement))
+    cluster = load_study("batch", profile="cluster")
+    runs = cluster.search.samples_per_cell + cluster.search.seeds
+    pairs = sum(runs * c.max_steps * c.batching.batch_size for c in (cluster.train_config(a) for a in cluster.cells()))
+    hours = pairs / 800.0 / 3600 * cluster.resources.num_workers
+    assert f"**estimate** of GPU-hours" in lines and f"{hours:.1f} GPU-hours" in lines and "H100" in lines
+    measurement.write_text(json.dumps({"dry_run": True, "rows": [{"pairs_per_s": 5.0}]}))
+    assert findings_module.measured_gpu_throughput(measurement) is None  # a CPU dry run is no GPU measurement
+
+
+def test_a_run_without_results_is_named(tmp_path, capsys):
+    empty = tmp_path / "not-run-yet"
+    empty.mkdir()
+    dump_study(load_study("ratio"), empty / "study.yaml")
+    assert report_main(["--findings", str(empty), "--out", str(tmp_path / "f.md")]) == 2
+    err = capsys.readouterr().err
+    assert str(empty) in err and "no completed trial" in err
+    assert not (tmp_path / "f.md").exists()
+    missing = tmp_path / "nowhere"
+    with pytest.raises(Exception, match="nowhere"):
+        build_findings([missing], tmp_path / "g.md")
