@@ -192,3 +192,50 @@ def test_a_run_without_results_is_named(tmp_path, capsys):
     missing = tmp_path / "nowhere"
     with pytest.raises(Exception, match="nowhere"):
         build_findings([missing], tmp_path / "g.md")
+
+
+# ---- every study's cluster profile passes the pre-Ray checks on a mocked GPU cluster (issue 22 item 5)
+
+def _cluster_profiles() -> list[tuple[str, str]]:
+    import yaml
+
+    from study.spec import STUDIES_DIR
+
+    found = []
+    for path in sorted(STUDIES_DIR.glob("*.yaml")):
+        profiles = yaml.safe_load(path.read_text()).get("profiles") or {}
+        found += [(path.stem, name) for name in findings_module.CLUSTER_PROFILES if name in profiles]
+    return found
+
+
+def test_the_question_studies_have_a_cluster_profile():
+    names = {study for study, _ in _cluster_profiles()}
+    assert {"languages", "batch", "data", "paper"} <= names
+
+
+@pytest.mark.parametrize(("study", "profile"), _cluster_profiles())
+def test_cluster_profile_passes_the_pre_ray_checks_with_mocked_gpus(study, profile, tmp_path, monkeypatch):
+    import torch
+
+    from study import checks
+    from study.run import parse_args, prepare
+
+    # a mocked cluster: 8 GPUs and 64 CPUs (torch's device count and the CPU count the checks read)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setattr(checks.os, "cpu_count", lambda: 64)
+    spec, output = prepare(parse_args(["--study", study, "--profile", profile, "--output", str(tmp_path / "run")]))
+    assert spec.profile == profile and spec.resources.use_gpu
+    assert (output / "study.yaml").is_file()
+    # the same check a running cluster gets (study.run.start_ray with --address), from its resources
+    checks.check_cluster_resources(spec, {"CPU": 64.0, "GPU": 8.0})
+    with pytest.raises(Exception, match="use_gpu"):
+        checks.check_cluster_resources(spec, {"CPU": 64.0, "GPU": 0.0})
+    # its time in the findings document is labelled as an estimate (no GPU measured: a CPU extrapolation)
+    local = load_study(study, profile="local") if "local" in spec.profiles else load_study(study)
+    done = pd.DataFrame([{"cell": cell, "status": "completed", "wall_time_s": 120.0}
+                         for cell in range(len(local.cells() or [{}]))])
+    lines = findings_module.cluster_lines(local, done, gpu_measurement=tmp_path / "no-gpu-measurement.json")
+    text = "\n".join(lines)
+    assert f"Profile `{profile}`" in text
+    hours = [line for line in lines if "hours" in line]
+    assert hours and all("**CPU-based extrapolation, not a GPU measurement**" in line for line in hours)
