@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 
 from hybridir.evaluation.significance import ITEM, LOWER_IS_BETTER, _usable_rows, item_contributions
+from hybridir.evaluation.vocabulary import CANDIDATE_LANG, CORRECT_AT_1, DATASET, QUERY_LANG
 
 # Claim measures whose per-query column has another name.
-MEASURE_COLUMNS = {"accuracy": "correct@1"}
+MEASURE_COLUMNS = {"accuracy": CORRECT_AT_1}
 
 
 def measure_column(measure: str) -> str:
@@ -93,16 +94,16 @@ class StatisticMatrices:
 
 
 def _dataset_rows(frame: pd.DataFrame, dataset: str | None) -> pd.DataFrame:
-    if dataset is None or "dataset" not in frame.columns:
+    if dataset is None or DATASET not in frame.columns:
         return frame
-    return frame[frame["dataset"] == dataset]
+    return frame[frame[DATASET] == dataset]
 
 
 def _involving(rows: pd.DataFrame, languages: Sequence[str] | None) -> pd.DataFrame:
     if not languages:
         return rows
     wanted = set(languages)
-    return rows[rows["query_lang"].isin(wanted) | rows["candidate_lang"].isin(wanted)]
+    return rows[rows[QUERY_LANG].isin(wanted) | rows[CANDIDATE_LANG].isin(wanted)]
 
 
 def _items(rows: pd.DataFrame, setting: str, column: str) -> set:
