@@ -12,6 +12,7 @@ that need the data files (dataset names, languages) live in :mod:`study.checks`.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 from pathlib import Path
@@ -29,7 +30,8 @@ from pydantic import (
 )
 
 from hybridir.config import TrainConfig
-from hybridir.evaluation.lareqa import SETTINGS as LAREQA_SETTINGS
+from hybridir.evaluation.vocabulary import AP, BITEXT, MULTI, RANK_DISTANCE
+from hybridir.evaluation.vocabulary import SETTINGS as LAREQA_SETTINGS
 from hybridir.overrides import OverrideError, parse_assignment, read_yaml_mapping, set_dotted
 from study.question import (
     NoSettings,
@@ -39,7 +41,7 @@ from study.question import (
     selector_keywords,
     settings_owner,
 )
-from study.vocabulary import TARGET_PAIRS_AXIS
+from study.vocabulary import CONFIG_AXES, CONFIG_TUNED, SEED, TARGET_PAIRS_AXIS
 
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"
 
@@ -225,8 +227,8 @@ class ReportSettings(_Strict):
 # (hybridir.evaluation.significance; computed by study/verdicts.py)
 # What a claim may measure, per evaluator kind (hybridir.evaluation.evaluator): the settings
 # its per-query rows have and the measures (per-query columns; "accuracy" = bitext correct@1).
-CLAIM_SETTINGS_BY_KIND = {"lareqa": tuple(LAREQA_SETTINGS), "bitext": ("bitext",)}
-CLAIM_MEASURES_BY_KIND = {"lareqa": ("ap", "ndcg@10", "r@1", "r@10", "rank_distance"), "bitext": ("accuracy", "ap")}
+CLAIM_SETTINGS_BY_KIND = {"lareqa": tuple(LAREQA_SETTINGS), "bitext": (BITEXT,)}
+CLAIM_MEASURES_BY_KIND = {"lareqa": (AP, "ndcg@10", "r@1", "r@10", RANK_DISTANCE), "bitext": ("accuracy", AP)}
 CLAIM_SETTINGS = tuple(dict.fromkeys(s for settings in CLAIM_SETTINGS_BY_KIND.values() for s in settings))
 CLAIM_MEASURES = tuple(dict.fromkeys(m for measures in CLAIM_MEASURES_BY_KIND.values() for m in measures))
 SLOPE_SCALES = ("linear", "log2", "log")
@@ -314,7 +316,7 @@ class Claim(_Strict):
             raise ValueError(f"{where}: give exactly one of 'setting' or 'metric_weights'")
         if self.margin is not None and self.direction != "equivalent":
             raise ValueError(f"{where}: 'margin' applies to direction 'equivalent' only")
-        if self.measure == "rank_distance" and self.setting != "multi":
+        if self.measure == RANK_DISTANCE and self.setting != MULTI:
             raise ValueError(f"{where}: measure rank_distance exists in setting 'multi' only"
                              + (" (not in a metric_weights combination)" if self.metric_weights else ""))
         if self.metric_weights is not None:
@@ -678,12 +680,13 @@ class StudySpec(_Strict):
         return [i for i, axes in enumerate(self.cells() or [{}])
                 if all(axes.get(path) == value for path, value in selector.items() if value not in keywords)]
 
-    @property
+    @functools.cached_property
     def base_config(self) -> TrainConfig:
-        """The TrainConfig of the base alone (no axis, nothing tuned, the base seed)."""
+        """The TrainConfig of the base alone (no axis, nothing tuned, the base seed), validated
+        once per spec (a StudySpec is not changed after validation; read it, do not modify it)."""
         return self.train_config({})
 
-    @property
+    @functools.cached_property
     def base_seed(self) -> int:
         """The seed search trials run with (``--seeds`` re-runs take base_seed + 1, + 2, ...)."""
         return self.base_config.seed
@@ -695,8 +698,8 @@ class StudySpec(_Strict):
     def trial_train_config(self, config: dict[str, Any]) -> TrainConfig:
         """The TrainConfig of a trial config (``{"axes", "tuned", "seed"}``, as the searchers
         hand them out): axes and tuned values over the base, the trial's seed."""
-        overrides = {**(config.get("axes") or {}), **(config.get("tuned") or {})}
-        return self.train_config(overrides, seed=config.get("seed"))
+        overrides = {**(config.get(CONFIG_AXES) or {}), **(config.get(CONFIG_TUNED) or {})}
+        return self.train_config(overrides, seed=config.get(SEED))
 
     def train_config(self, overrides: dict[str, Any], seed: int | None = None) -> TrainConfig:
         """Base config + dotted overrides, validated; errors name the dotted field."""
@@ -738,7 +741,7 @@ class StudySpec(_Strict):
 
 def effective_seed(config: dict, base_seed: int | None) -> int | None:
     """The seed a trial trains with: its own (``--seeds`` re-runs) or the study's base seed."""
-    seed = config.get("seed")
+    seed = config.get(SEED)
     return base_seed if seed is None else int(seed)
 
 
