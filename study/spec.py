@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from hybridir.config import TrainConfig
-from hybridir.evaluation.vocabulary import AP, BITEXT, MULTI, RANK_DISTANCE
+from hybridir.evaluation.vocabulary import AP, BITEXT, CROSS_MAP, MULTI, RANK_DISTANCE
 from hybridir.evaluation.vocabulary import SETTINGS as LAREQA_SETTINGS
 from hybridir.overrides import OverrideError, parse_assignment, read_yaml_mapping, set_dotted
 from study.question import (
@@ -93,7 +93,7 @@ class AshaSettings(_Strict):
 class SearchSettings(_Strict):
     samples_per_cell: int = Field(1, ge=1, description="Optuna trials per grid cell")
     seed: int = 0
-    metric: str = Field("cross_map", description="intermediate-evaluation summary key to optimise")
+    metric: str = Field(CROSS_MAP, description="intermediate-evaluation summary key to optimise")
     mode: Literal["max", "min"] = "max"
     asha: AshaSettings | None = None
     seeds: int = Field(0, ge=0, description="re-run each cell's best configuration with N seeds")
