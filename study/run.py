@@ -39,9 +39,16 @@ from study.console import headline_final, say, set_verbosity  # noqa: E402
 from study.spec import TRACKERS, StudyConfigError, StudySpec, dump_study, load_study  # noqa: E402
 from study.vocabulary import (  # noqa: E402
     AXIS_PREFIX,
+    CELL,
+    CONFIG_AXES,
+    CONFIG_TUNED,
+    PHASE,
     SEARCH,
+    SEED,
     SEEDS,
+    SOURCE_TRIAL,
     SPEC_FILE,
+    TRIAL_ID,
     TUNED_PREFIX,
     intermediate_metric,
     prefixed_columns,
@@ -319,7 +326,7 @@ def _finished_rows(store, experiment: str) -> list[dict]:
     trials = store.trials()
     if trials.empty:
         return []
-    return trials[trials["phase"] == experiment].to_dict("records")
+    return trials[trials[PHASE] == experiment].to_dict("records")
 
 
 def _restore(path: str, experiment: str, trainable):
@@ -435,8 +442,8 @@ def seed_configs(spec: StudySpec, output: Path) -> list[dict]:
     for row in best.to_dict("records"):
         axes, tuned = prefixed_columns(row, AXIS_PREFIX), prefixed_columns(row, TUNED_PREFIX)
         for index in range(spec.search.seeds):
-            configs.append({"phase": SEEDS, "cell": int(row["cell"]), "axes": axes, "tuned": tuned,
-                            "seed": base_seed + 1 + index, "source_trial": row["trial_id"]})
+            configs.append({PHASE: SEEDS, CELL: int(row[CELL]), CONFIG_AXES: axes, CONFIG_TUNED: tuned,
+                            SEED: base_seed + 1 + index, SOURCE_TRIAL: row[TRIAL_ID]})
     return configs
 
 
