@@ -232,10 +232,11 @@ def _cell_label(spec: StudySpec, cell: int) -> str:
     return ", ".join(f"{path}={value}" for path, value in axes.items()) or "the single cell"
 
 
-def _side_cells(spec: StudySpec, selector: dict, notes: list[str]) -> list[int]:
+def _side_cells(spec: StudySpec, selector: dict, notes: list[str], avoid: set[int] = frozenset()) -> list[int]:
     """The cells one side stands for; a keyword ("best", ...) cannot be resolved before the
     run: one representative cell per group of the other open axes (any cell gives the same
-    design SE: the design gives every cell the same seeds and seed variance)."""
+    design SE: the design gives every cell the same seeds and seed variance), other than the
+    cells of ``avoid`` (the other side's) where the group has one."""
     from study.question import selector_keywords
 
     keywords = selector_keywords()
@@ -250,9 +251,9 @@ def _side_cells(spec: StudySpec, selector: dict, notes: list[str]) -> list[int]:
     groups: dict[tuple, list[int]] = {}
     for cell in matching:
         groups.setdefault(tuple(repr(cells[cell][p]) for p in open_axes), []).append(cell)
-    picks = [members[0] for members in groups.values()]
+    picks = [next((c for c in members if c not in avoid), members[0]) for members in groups.values()]
     notes.append(f"{path}={keyword!r} is chosen from the results: planned with one representative cell per "
-                 f"group ({', '.join(_cell_label(spec, c) for c in picks)}), equal weights")
+                 f"group (cells {', '.join(map(str, picks))}), equal weights")
     return picks
 
 
@@ -261,7 +262,7 @@ def _compare_weights(spec: StudySpec, claim: Any) -> PlannedContrast:
     notes: list[str] = []
     weights: dict[int, float] = {}
     for selector, sign in ((claim.compare.a, 1.0), (claim.compare.b, -1.0)):
-        cells = _side_cells(spec, selector, notes)
+        cells = _side_cells(spec, selector, notes, avoid=set(weights))
         if not cells:
             raise StudyConfigError(f"claim {claim.id!r}: no grid cell matches {selector}")
         for cell in cells:
@@ -427,8 +428,7 @@ def claim_mdd(spec: StudySpec, claim: Any, variance: dict, seeds: int) -> ClaimP
         return ClaimPlan(claim.id, kind, "", seeds, None, None, smallest, f"untestable: {claim.untestable}", [])
     planned = WEIGHT_RULES[kind](spec, claim)
     notes = list(planned.notes)
-    cells = "; ".join(" ".join(f"{w:+.3g}*[{_cell_label(spec, c)}]" for c, w in t.weights.items())
-                      for t in planned.terms)
+    cells = "; ".join(" ".join(f"{w:+.3g} cell {c}" for c, w in t.weights.items()) for t in planned.terms)
     if seeds < 2:
         return ClaimPlan(claim.id, kind, cells, seeds, None, None, smallest,
                          "cannot be called: 1 run per cell (seed-to-seed variance unknown)", notes)
@@ -697,15 +697,22 @@ def format_plan(plan: Plan, source: str = "") -> str:
                      + (f"; left: {_minutes(plan.remaining_s)}" if plan.done_trial_ids else ""))
         study = ", ".join(f"{k} {v:.0f} s" for k, v in plan.study_parts.items())
         lines.append(f"  per study: {study}")
-        seen: set[tuple] = set()
-        for phase, cell, cost in plan.trials:
-            key = (phase, cell)
-            if key in seen:
+        by_cell: dict[int, list[TrialCost]] = {}
+        for _, cell, cost in plan.trials:
+            by_cell.setdefault(cell, []).append(cost)
+        first = plan.trials[0][2] if plan.trials else None
+        if first is not None:
+            lines.append(f"  first trial (cold activation cache): {first.total:.0f} s")
+        shown = list(by_cell.items())
+        if len(shown) > 12:
+            shown = shown[:6] + [(None, None)] + shown[-3:]
+        for cell, costs in shown:
+            if cell is None:
+                lines.append(f"  ... ({len(by_cell) - 9} more cells)")
                 continue
-            seen.add(key)
-            count = sum(1 for p, c, _ in plan.trials if (p, c) == key)
+            cost = costs[-1]
             parts = ", ".join(f"{k} {v:.0f}" for k, v in cost.parts.items())
-            lines.append(f"  {phase} trial, cell {cell}: {cost.total:.0f} s ({parts}) x {count}")
+            lines.append(f"  cell {cell}: {len(costs)} trial(s) of {cost.total:.0f} s ({parts})")
         lines.append(f"  {plan.concurrency} trial(s) at a time; cost table: {plan.cost_source}")
     if plan.claims:
         lines.append(f"claims: minimum detectable difference (80% power, two-sided 0.05, {plan.seeds_per_cell} "
