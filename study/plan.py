@@ -23,9 +23,10 @@ No Ray, no training: the plan is arithmetic over the validated study and two tab
   (:data:`WEIGHT_RULES`, one rule per claim type), the design's seeds per cell and the seed x
   item variance components of earlier runs (:data:`VARIANCE_FILE`, written by
   ``bench/variance_components.py``; from a study directory, its own) go into
-  :func:`hybridir.evaluation.significance.design_mdd`. Two numbers: with the item term 0 (its
-  value when the configurations' item effects are alike; the lower bound) and with the item
-  term of "trained minus untrained" per unit weight (an upper reference). A claim's
+  :func:`hybridir.evaluation.significance.design_mdd`. A range over two item terms: 0 (the
+  configurations' item effects alike) and the item term of "trained minus untrained" per unit
+  weight (a large one); the MDD is not monotone in it (the item term's ~n degrees of freedom
+  raise the effective df). A claim's
   ``smallest_effect`` below the MDD is flagged: the design cannot detect it.
 """
 
@@ -408,6 +409,8 @@ class ClaimPlan:
     smallest_effect: float | None
     verdict: str  # what the design can do for this claim
     notes: list[str]
+    mdd_item0: float | None = None  # item term 0
+    mdd_item: float | None = None  # item term of trained minus untrained per unit weight
 
 
 def design_seeds(spec: StudySpec) -> int:
@@ -418,7 +421,7 @@ def design_seeds(spec: StudySpec) -> int:
 
 
 def claim_mdd(spec: StudySpec, claim: Any, variance: dict, seeds: int) -> ClaimPlan:
-    """The design's MDD of one claim (lower: item term 0; upper: item term per unit weight)."""
+    """The design's MDD of one claim: the range between item term 0 and the item term per unit weight."""
     from hybridir.evaluation.seed_item_variance import design_standard_error
     from hybridir.evaluation.significance import minimum_detectable_difference
 
@@ -463,7 +466,11 @@ def claim_mdd(spec: StudySpec, claim: Any, variance: dict, seeds: int) -> ClaimP
             bounds.append(minimum_detectable_difference(math.sqrt(variance_sum), df=min(dfs)))
     if len(planned.terms) > 1:
         notes.append("terms combined as independent (items differ across datasets; shared seeds ignored)")
-    low, high = bounds[0], bounds[1] if len(bounds) > 1 else None
+    # Not monotone in the item term: its ~n degrees of freedom raise the effective df, so the
+    # t quantile can fall by more than the SE grows (few seeds). Report the range.
+    no_item, with_item = bounds[0], bounds[1] if len(bounds) > 1 else None
+    low = no_item if with_item is None else min(no_item, with_item)
+    high = None if with_item is None else max(no_item, with_item)
     if smallest is None:
         verdict = "no smallest_effect named"
     elif smallest < low:
@@ -475,7 +482,7 @@ def claim_mdd(spec: StudySpec, claim: Any, variance: dict, seeds: int) -> ClaimP
     margin = getattr(claim, "margin", None)
     if getattr(claim, "direction", None) == "equivalent" and margin is not None and margin < low:
         verdict += f"; equivalence margin {margin:g} < MDD {low:.3g}: equivalence cannot be shown"
-    return ClaimPlan(claim.id, kind, cells, seeds, low, high, smallest, verdict, notes)
+    return ClaimPlan(claim.id, kind, cells, seeds, low, high, smallest, verdict, notes, no_item, with_item)
 
 
 @dataclass
@@ -716,7 +723,8 @@ def format_plan(plan: Plan, source: str = "") -> str:
         lines.append(f"  {plan.concurrency} trial(s) at a time; cost table: {plan.cost_source}")
     if plan.claims:
         lines.append(f"claims: minimum detectable difference (80% power, two-sided 0.05, {plan.seeds_per_cell} "
-                     f"runs per cell; lower: item term 0, upper: item term of trained minus untrained); "
+                     f"runs per cell; the range between item term 0 and the item term of trained minus "
+                     f"untrained); "
                      f"variance components: {plan.variance_source}")
         for claim in plan.claims:
             if claim.mdd_low is None:

@@ -80,10 +80,12 @@ def test_mdd_is_design_mdd_on_the_stored_components(default_plan, variance):
     for claim, planned in zip(spec.claims, default_plan.claims):
         entry = planning._lookup(variance, claim.dataset, claim.setting, claim.measure)
         weights = {"a": 1.0, "b": -1.0}
-        assert planned.mdd_low == pytest.approx(design_mdd(weights, 4, entry["seed_sd"], 0.0, entry["n_items"]))
+        no_item = design_mdd(weights, 4, entry["seed_sd"], 0.0, entry["n_items"])
         item_se = math.sqrt(entry["item_var_unit"] * 2)
-        assert planned.mdd_high == pytest.approx(design_mdd(weights, 4, entry["seed_sd"], item_se, entry["n_items"]))
-        assert planned.mdd_high > planned.mdd_low > 0
+        with_item = design_mdd(weights, 4, entry["seed_sd"], item_se, entry["n_items"])
+        assert (planned.mdd_item0, planned.mdd_item) == pytest.approx((no_item, with_item))
+        assert (planned.mdd_low, planned.mdd_high) == pytest.approx(tuple(sorted((no_item, with_item))))
+        assert planned.mdd_low > 0
 
 
 def test_shipped_components_name_their_run(variance):
