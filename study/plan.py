@@ -117,6 +117,8 @@ def per_text_seconds(costs: dict, train_layers: int | None, num_layers: int, ful
         return cached[ks[0]] * train_layers / ks[0]
     low, high = ks[0], ks[-1]
     slope = (cached[high] - cached[low]) / (high - low)
+    if slope < 0:  # more layers cannot cost less: measurement noise (a loaded machine); their mean
+        return float(np.mean(list(cached.values())))
     return max(cached[low] + slope * (train_layers - low), 0.0)
 
 
@@ -533,7 +535,10 @@ def costs_from_results(costs: dict, spec: StudySpec, trials: pd.DataFrame, final
         value = median(name)
         if value is not None:
             trial[key] = value
-    steps_per_trial = done.get("train/step", done.get("study_step"))
+    step_column = next((c for c in ("train/step", "study_step") if c in done), None)
+    if step_column is None:
+        return costs, {}, notes
+    steps_per_trial = done[step_column]
     checkpoints = np.ceil(steps_per_trial.astype(float) / every)
     for name, key in (("checkpoint_write", "checkpoint_write_s"), ("validation", "validation_s"),
                       ("reporting", "reporting_s")):
@@ -542,10 +547,10 @@ def costs_from_results(costs: dict, spec: StudySpec, trials: pd.DataFrame, final
             trial[key] = float((done[column].fillna(0.0) / checkpoints).median())
     per_step = done[PHASE_PREFIX + "steps"] / steps_per_trial.astype(float)
     observed = {int(c): float(v) for c, v in per_step.groupby(done[CELL]).median().items()}
-    if PHASE_PREFIX + "final_eval" in done and final_texts:
-        layers = str(spec.base_config.model.train_layers)
+    layers = spec.base_config.model.train_layers
+    if PHASE_PREFIX + "final_eval" in done and final_texts and layers is not None:
         rate = float((done[PHASE_PREFIX + "final_eval"] / final_texts).median())
-        costs.setdefault("evaluation", {}).setdefault("per_text_cached_s", {})[layers] = rate
+        costs.setdefault("evaluation", {}).setdefault("per_text_cached_s", {})[str(layers)] = rate
     phase_columns = [c for c in done.columns if c.startswith(PHASE_PREFIX)]
     if WALL_TIME in done:
         other = done[WALL_TIME] - done[phase_columns].fillna(0.0).sum(axis=1)

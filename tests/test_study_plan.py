@@ -177,3 +177,10 @@ def test_a_broken_cost_table_is_named(tmp_path):
         planning.read_table(path, "cost table")
     with pytest.raises(StudyConfigError, match="train_step"):
         planning.step_seconds({}, 16, 2, 12)
+
+
+def test_noisy_text_costs_never_make_more_layers_cheaper():
+    costs = {**COSTS, "evaluation": {**COSTS["evaluation"], "per_text_cached_s": {"2": 0.004, "4": 0.002}}}
+    assert planning.per_text_seconds(costs, 2, 12) == pytest.approx(0.004)  # measured points as they are
+    assert planning.per_text_seconds(costs, 3, 12) == pytest.approx(0.003)  # between: their mean
+    assert planning.per_text_seconds(costs, 6, 12) == pytest.approx(0.003)
