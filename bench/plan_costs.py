@@ -91,6 +91,15 @@ def fit_steps(points: list[dict]) -> dict:
             "max_relative_error": float(np.max(np.abs(predicted - y) / np.asarray(y)))}
 
 
+def validation_per_pair(points: list[dict]) -> float:
+    """Median seconds per validation pair: each run validated once (log_every = its steps), on
+    VALIDATION_BATCHES batches of its batch size."""
+    from hybridir.train import VALIDATION_BATCHES
+
+    return float(np.median([p["phases"].get("validation", 0.0) / (VALIDATION_BATCHES * p["batch_size"])
+                            for p in points]))
+
+
 def eval_costs(spec, cache: Path) -> dict:
     from hybridir.model import BiEncoder
     from study.trial import evaluate, set_evaluator
@@ -197,9 +206,12 @@ def main(argv=None) -> None:
             "model_load_s": float(np.median([p["phases"].get("model_load", 0.0) for p in points])),
             "checkpoint_write_s": float(np.median([p["phases"].get("checkpoint_write", 0.0) for p in points])),
             "validation_s": float(np.median([p["phases"].get("validation", 0.0) for p in points])),
+            "validation_per_pair_s": validation_per_pair(points),
+            "validation_batches": 4,
             "ray_start_s": RAY_TRAIN_START["seconds"], "ray_start_source": RAY_TRAIN_START["source"],
-            "note": "per trial: ray_start + data_load + model_load, plus per checkpoint (every "
-                    "evaluation.intermediate.every steps) checkpoint_write + validation",
+            "note": "per trial: ray_start + data_load + model_load, plus checkpoint_write per checkpoint "
+                    "(every evaluation.intermediate.every steps) and validation_batches x batch size x "
+                    "validation_per_pair_s per validation (every log_every steps and at each checkpoint)",
         },
         "evaluation": {
             "per_text_full_s": evaluation["full"]["per_text_s"],

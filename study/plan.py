@@ -13,7 +13,7 @@ No Ray, no training: the plan is arithmetic over the validated study and two tab
   for several CPU workers, seconds per encoded text (full depth for the zero-shot evaluation,
   top K layers on the cache for the trials), fixed per-trial phases (Ray Train start, data and
   model load, checkpoint writes) and per-study ones (Ray start, the zero-shot evaluation, the
-  export of each cell's best model). Trials run ``concurrency`` at a time (as
+  export of each cell's best model: a model load and a full write). Trials run ``concurrency`` at a time (as
   :func:`study.search.max_concurrent_trials` decides on this machine's CPUs). ASHA may stop
   search trials early: the estimate is the upper bound where every trial runs to the end.
   With a study directory (``--plan --resume DIR``) the trials it finished replace the table's
@@ -133,12 +133,25 @@ class TrialCost:
         return float(sum(self.parts.values()))
 
 
+def validations(max_steps: int, log_every: int, every: int) -> int:
+    """How often the loop computes its validation loss: every log step and every checkpoint."""
+    return sum(1 for step in range(1, max_steps + 1)
+               if step % log_every == 0 or step % every == 0 or step == max_steps)
+
+
 def trial_cost(costs: dict, *, max_steps: int, batch_size: int, train_layers: int | None, num_layers: int,
                workers: int, every: int, inter_texts: int, final_texts: int, hit_rate: float,
-               step_override: float | None = None) -> TrialCost:
-    """One trial to its last step: Ray Train start, loads, steps, checkpoints, evaluations."""
+               step_override: float | None = None, log_every: int | None = None) -> TrialCost:
+    """One trial to its last step: Ray Train start, loads, steps, checkpoints, validation,
+    evaluations. Validation: ``validation_per_pair_s`` x its batches x B per validation when the
+    table has it, else ``validation_s`` per checkpoint."""
     trial = _need(costs, "trial")
     checkpoints = max_steps // every + (1 if max_steps % every else 0)
+    if trial.get("validation_per_pair_s") is not None:
+        validation = (validations(max_steps, log_every or max_steps, every) * int(trial.get("validation_batches", 4))
+                      * batch_size * float(trial["validation_per_pair_s"]))
+    else:
+        validation = checkpoints * float(trial.get("validation_s", 0.0))
     evaluations = checkpoints  # one intermediate evaluation per checkpoint (the final step's included)
     step = step_override if step_override is not None else step_seconds(
         costs, batch_size, train_layers, num_layers, workers, hit_rate)
@@ -147,8 +160,8 @@ def trial_cost(costs: dict, *, max_steps: int, batch_size: int, train_layers: in
         "ray_start": float(trial["ray_start_s"]),
         "load": float(trial["data_load_s"]) + float(trial["model_load_s"]),
         "steps": max_steps * step,
-        "checkpoints": checkpoints * (float(trial["checkpoint_write_s"]) + float(trial.get("validation_s", 0.0))
-                                      + float(trial.get("reporting_s", 0.0))),
+        "checkpoints": checkpoints * (float(trial["checkpoint_write_s"]) + float(trial.get("reporting_s", 0.0))),
+        "validation": validation,
         "intermediate_eval": evaluations * inter_texts * cached,
         "final_eval": final_texts * cached,
     }
@@ -540,11 +553,15 @@ def costs_from_results(costs: dict, spec: StudySpec, trials: pd.DataFrame, final
         return costs, {}, notes
     steps_per_trial = done[step_column]
     checkpoints = np.ceil(steps_per_trial.astype(float) / every)
-    for name, key in (("checkpoint_write", "checkpoint_write_s"), ("validation", "validation_s"),
-                      ("reporting", "reporting_s")):
+    for name, key in (("checkpoint_write", "checkpoint_write_s"), ("reporting", "reporting_s")):
         column = PHASE_PREFIX + name
         if column in done:
             trial[key] = float((done[column].fillna(0.0) / checkpoints).median())
+    if PHASE_PREFIX + "validation" in done:
+        config = spec.base_config
+        count = validations(config.max_steps, config.log_every, every) * int(trial.get("validation_batches", 4))
+        trial["validation_per_pair_s"] = float(done[PHASE_PREFIX + "validation"].fillna(0.0).median()
+                                               / (count * config.batching.batch_size))
     per_step = done[PHASE_PREFIX + "steps"] / steps_per_trial.astype(float)
     observed = {int(c): float(v) for c, v in per_step.groupby(done[CELL]).median().items()}
     layers = spec.base_config.model.train_layers
@@ -638,7 +655,8 @@ def build_plan(spec: StudySpec, costs: dict | None = None, variance: dict | None
                         costs, max_steps=config.max_steps, batch_size=config.batching.batch_size,
                         train_layers=config.model.train_layers, num_layers=depth_of[index],
                         workers=resources.num_workers, every=inter.every, inter_texts=texts["intermediate"],
-                        final_texts=texts["final"], hit_rate=0.0 if first else hit, step_override=step)))
+                        final_texts=texts["final"], hit_rate=0.0 if first else hit, step_override=step,
+                        log_every=config.log_every)))
                     first = False
         base = spec.base_config.model
         depth = _num_layers(base)
@@ -649,7 +667,9 @@ def build_plan(spec: StudySpec, costs: dict | None = None, variance: dict | None
                 per_text_seconds(costs, base.train_layers, depth, full=True)
                 - per_text_seconds(costs, base.train_layers, depth))
         if resources.export_models:
-            study_parts["export"] = n_cells * float(_need(costs, "export", "per_model_s"))
+            # Per cell: load the best trial's model (as a trial's model load) and write it whole.
+            study_parts["export"] = n_cells * (float(_need(costs, "export", "per_model_s"))
+                                               + float(_need(costs, "trial", "model_load_s")))
         if not (costs.get("study") or {}).get("ray_init_s"):
             notes.append("Ray start not in the cost table (bench/plan_costs.py --no-ray): counted as 0")
         wall = wall_seconds(study_parts, [c.total for _, _, c in planned], concurrency)

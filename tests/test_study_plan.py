@@ -19,7 +19,7 @@ COSTS = {
     "train_step": {"fixed_s": 0.1, "per_pair_trained_layer_s": 0.01, "per_pair_frozen_layer_s": 0.002,
                    "warm_hit_rate": 0.5},
     "trial": {"ray_start_s": 10.0, "data_load_s": 2.0, "model_load_s": 3.0, "checkpoint_write_s": 1.0,
-              "validation_s": 0.5},
+              "validation_s": 0.5, "validation_per_pair_s": 0.001, "validation_batches": 4},
     "evaluation": {"per_text_full_s": 0.01, "per_text_cached_s": {"2": 0.002, "4": 0.004}, "num_layers": 12},
     "export": {"per_model_s": 5.0},
     "study": {"ray_init_s": 8.0},
@@ -64,15 +64,18 @@ def test_default_wall_time_is_the_tables_arithmetic(default_plan):
 
     def trial(hit):
         step = 0.1 + 16 * (0.01 * 2 + 0.002 * 10 * (1 - hit))
-        return (10 + 2 + 3) + 40 * step + 1 * (1.0 + 0.5) + 1 * texts["intermediate"] * 0.002 + texts["final"] * 0.002
+        # validation: steps 10, 20, 30, 40 (log_every 10; the checkpoint at 40 is one of them)
+        return ((10 + 2 + 3) + 40 * step + 1 * 1.0 + 4 * 4 * 16 * 0.001 + 1 * texts["intermediate"] * 0.002
+                + texts["final"] * 0.002)
 
-    study = 8.0 + texts["final"] * 0.01 + 3 * 5.0
+    study = 8.0 + texts["final"] * 0.01 + 3 * (5.0 + 3.0)  # export per cell: model load + write
     expected = study + trial(0.0) + 11 * trial(0.5)  # one trial at a time on 2 cores (1 worker x 2 CPUs)
     assert default_plan.concurrency == 1
     assert default_plan.trials[0][2].total == pytest.approx(trial(0.0))
     assert default_plan.wall_s == pytest.approx(expected)
     assert f"{expected / 60:.1f} min" in planning.format_plan(default_plan)
     assert planning.wall_seconds({"x": 10.0}, [30.0, 30.0, 40.0], 2) == pytest.approx(60.0)
+    assert planning.validations(40, 10, 40) == 4 and planning.validations(45, 10, 20) == 5  # 10 20 30 40 45
 
 
 def test_mdd_is_design_mdd_on_the_stored_components(default_plan, variance):
