@@ -581,8 +581,9 @@ def build_plan(spec: StudySpec, costs: dict | None = None, variance: dict | None
                study_dir: Path | None = None, cpus: int | None = None) -> Plan:
     """The plan of a validated study (see the module docstring); no Ray, no training."""
     notes: list[str] = []
-    cost_source = str(COST_FILE) if costs is None else "given"
-    variance_source = str(VARIANCE_FILE) if variance is None else "given"
+    root = Path(__file__).resolve().parent.parent
+    cost_source = str(COST_FILE.relative_to(root)) if costs is None else "given"
+    variance_source = str(VARIANCE_FILE.relative_to(root)) if variance is None else "given"
     costs = read_table(COST_FILE, "cost table") if costs is None else costs
     variance = read_table(VARIANCE_FILE, "variance-component table") if variance is None else variance
     cost_source += f" (measured {costs.get('meta', {}).get('date', '?')}, load average " \
