@@ -746,7 +746,8 @@ def format_plan(plan: Plan, source: str = "") -> str:
             cost = costs[-1]
             parts = ", ".join(f"{k} {v:.0f}" for k, v in cost.parts.items())
             lines.append(f"  cell {cell}: {len(costs)} trial(s) of {cost.total:.0f} s ({parts})")
-        lines.append(f"  {plan.concurrency} trial(s) at a time; cost table: {plan.cost_source}")
+        lines.append(f"  {plan.concurrency} trial(s) at a time; cost table: {plan.cost_source}; load average "
+                     f"now {' '.join(f'{v:.2f}' for v in os.getloadavg())} (the estimate scales with the load)")
     if plan.claims:
         lines.append(f"claims: minimum detectable difference (80% power, two-sided 0.05, {plan.seeds_per_cell} "
                      f"runs per cell; the range between item term 0 and the item term of trained minus "
