@@ -97,6 +97,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(sqlite:///<study dir>/mlflow.db unless MLFLOW_TRACKING_URI or tracking.mlflow_tracking_uri), wandb",
     )
     parser.add_argument(
+        "--plan", action="store_true",
+        help="print the cells, trials, estimated wall time and each claim's minimum detectable difference, "
+        "then exit: no Ray, no training (study/plan.py); with --resume DIR, DIR's own results refine it",
+    )
+    parser.add_argument(
         "--verbose", action="store_true",
         help="print every report's full metric dictionary, Ray's INFO logs and the workers' own output",
     )
@@ -447,8 +452,23 @@ def seed_configs(spec: StudySpec, output: Path) -> list[dict]:
     return configs
 
 
+def plan(args: argparse.Namespace) -> int:
+    """``--plan``: the study's cost and power, printed; nothing runs (study/plan.py)."""
+    from study.plan import plan_command
+
+    try:
+        spec, _ = resolve_spec(args)
+        print(plan_command(spec, study_dir=args.resume, source=str(args.resume or args.config or args.study)))
+    except StudyConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.plan:
+        return plan(args)
     try:
         spec, output = prepare(args)
     except StudyConfigError as exc:
