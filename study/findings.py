@@ -347,7 +347,9 @@ def cluster_lines(spec: StudySpec, completed: pd.DataFrame, gpu_measurement: Pat
              f"per cell; this run's design: {here_trials})",
              f"- training pairs, at most: {pairs:,} (this run's design: {here_pairs:,})",
              f"- resources per trial: {r.num_workers} worker(s), "
-             + (f"1 GPU each ({r.num_workers * trials} GPU-trials)" if r.use_gpu else f"{r.cpus_per_worker:g} CPU each")]
+             + (f"1 GPU each ({r.num_workers * trials} GPU-trials)" if r.use_gpu else f"{r.cpus_per_worker:g} CPU each"),
+             f"- the planner's view (trials, power of each claim): `python study/run.py --study {cluster.name} "
+             f"--profile {name} --plan`"]
     gpu = measured_gpu_throughput(gpu_measurement)
     if gpu is not None and r.use_gpu:
         rate, source = gpu

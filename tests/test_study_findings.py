@@ -239,3 +239,19 @@ def test_cluster_profile_passes_the_pre_ray_checks_with_mocked_gpus(study, profi
     assert f"Profile `{profile}`" in text
     hours = [line for line in lines if "hours" in line]
     assert hours and all("**CPU-based extrapolation, not a GPU measurement**" in line for line in hours)
+
+
+@pytest.mark.parametrize(("study", "profile"), _cluster_profiles())
+def test_the_planner_on_each_cluster_profile(study, profile, capsys):
+    """``study/run.py --plan`` (study/plan.py) on the cluster profile: it runs without Ray, counts
+    the trials the findings document counts, and its time line is an estimate or says why none."""
+    from study.findings import _trial_budget
+    from study.run import main as run_main
+
+    assert run_main(["--study", study, "--profile", profile, "--plan"]) == 0
+    printed = capsys.readouterr().out
+    trials, _ = _trial_budget(load_study(study, profile=profile))
+    assert re.search(rf"^trials: {trials} = ", printed, flags=re.M), printed
+    wall = next(line for line in printed.splitlines() if "wall time" in line)
+    assert wall.startswith("estimated wall time")
+    assert "use_gpu" in printed  # no GPU cost is measured: the plan says so instead of giving CPU hours
