@@ -255,3 +255,28 @@ def test_the_planner_on_each_cluster_profile(study, profile, capsys):
     wall = next(line for line in printed.splitlines() if "wall time" in line)
     assert wall.startswith("estimated wall time")
     assert "use_gpu" in printed  # no GPU cost is measured: the plan says so instead of giving CPU hours
+
+
+def test_question_findings_lines_in_the_document(written):
+    """The batch question's own findings (study/questions/batch.py): the local profile keeps 60
+    steps at every batch size, so the pairs seen differ (60 x 8, 60 x 16, 60 x 32)."""
+    batch_dir, _ = written["batch"]
+    part = _section(written["text"], f" batch {batch_dir.name}")
+    assert "### batch: the question's own findings" in part
+    assert "batch 8: 480; batch 16: 960; batch 32: 1,920" in part and "confounded" in part
+    assert "batch 8: 480" in (batch_dir / "reports" / "batch" / "report.md").read_text()  # report.md too
+
+
+def test_languages_regime_from_the_design():
+    from types import SimpleNamespace
+
+    from study.question import get_question
+
+    findings = get_question("languages").findings
+    fixed = load_study("languages", profile="local")  # 60 steps x 16 at 11 / 40 / 80 languages
+    text = "\n".join(findings(SimpleNamespace(spec=fixed), {}))
+    assert "fixed total budget" in text and "960 training pairs" in text and "11: ~87" in text and "80: ~12" in text
+    grown = load_study("languages", ["axes.data.num_languages=[10, 40]", "axes.max_steps=[100, 400]",
+                                     "batching.batch_size=16", "claims=[]"])
+    # max_steps as a second axis: each count meets both step counts, neither regime holds
+    assert "not in proportion" in "\n".join(findings(SimpleNamespace(spec=grown), {}))

@@ -104,8 +104,25 @@ def recommended_cells(ctx: ReportContext) -> set[int]:
     return set(recommend(ctx)[1].get(CELL, pd.Series(dtype=int)).astype(int))
 
 
+def findings(ctx: ReportContext, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """Whether batch size is confounded with the data seen (from the frozen study): with a fixed
+    step count, a larger batch also trains on more pairs."""
+    from study.questions.common import pairs_per_trial
+
+    seen = pairs_per_trial(ctx.spec, BATCH)
+    if len(seen) < 2:
+        return []
+    totals = {p for pairs in seen.values() for p in pairs}
+    if len(totals) == 1:
+        return [f"- Training pairs seen held constant across batch sizes (steps x batch = {totals.pop():,}): "
+                "batch size is not confounded with the amount of data."]
+    return ["- Training pairs seen differ across batch sizes ("
+            + "; ".join(f"batch {b}: {', '.join(f'{p:,}' for p in seen[b])}" for b in sorted(seen))
+            + "): a larger batch also sees more data, so batch size is confounded with the amount of data."]
+
+
 register(Question(
     name="batch", summary="Q2: language count x batch size, accuracy against training cost (Pareto fronts)",
-    build=build,
+    build=build, findings=findings,
     selectors={"recommended": Selector(axis=BATCH, description="batch size", cells=recommended_cells)},
 ))

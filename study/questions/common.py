@@ -294,3 +294,15 @@ def plot_learning_curves(ctx: ReportContext, path: Path) -> Path | None:
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+def pairs_per_trial(spec, axis: str) -> dict:
+    """{value of ``axis``: sorted distinct training pairs a trial sees (max_steps x global batch)
+    over the cells with that value} from the frozen study (the design, not the results)."""
+    seen: dict = {}
+    for cell in spec.cells() or [{}]:
+        if axis not in cell:
+            continue
+        config = spec.train_config(cell)
+        seen.setdefault(cell[axis], set()).add(config.max_steps * config.batching.batch_size)
+    return {value: sorted(pairs) for value, pairs in seen.items()}

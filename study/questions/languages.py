@@ -92,7 +92,30 @@ class LanguagesSettings(QuestionSettings):
     reference_languages: int = Field(40, ge=1, description="the language count the change is relative to")
 
 
+def findings(ctx: ReportContext, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """Which regime the design is in (from the frozen study): a fixed total budget, where more
+    training languages dilute each language's share, or exposure that grows with the count."""
+    from study.questions.common import pairs_per_trial
+
+    seen = pairs_per_trial(ctx.spec, AXIS)
+    if len(seen) < 2:
+        return []
+    counts = sorted(seen)
+    if all(len(p) == 1 for p in seen.values()) and len({p[0] for p in seen.values()}) == 1:
+        total = seen[counts[0]][0]
+        shares = ", ".join(f"{n}: ~{total / n:,.0f}" for n in counts)
+        return [f"- Regime: **fixed total budget** ({total:,} training pairs per trial at every language count): "
+                f"the axis measures dilution; pairs per training language, if spread evenly, {shares}."]
+    per_language = {n: [p / n for p in seen[n]] for n in counts}
+    if all(len(v) == 1 for v in per_language.values()) and len({round(v[0]) for v in per_language.values()}) == 1:
+        return [f"- Regime: **fixed exposure per training language** (~{per_language[counts[0]][0]:,.0f} pairs each; "
+                "steps grow with the count)."]
+    return ["- Regime: the training budget changes with the language count but not in proportion to it "
+            "(neither a fixed total nor a fixed per-language exposure): "
+            + "; ".join(f"{n} languages: {', '.join(f'{p:,}' for p in seen[n])} pairs" for n in counts)]
+
+
 register(Question(
     name="languages", summary="Q1: does cross-lingual retrieval degrade as training languages grow past 40?",
-    build=build, settings=LanguagesSettings,
+    build=build, settings=LanguagesSettings, findings=findings,
 ))
