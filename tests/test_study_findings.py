@@ -280,3 +280,39 @@ def test_languages_regime_from_the_design():
                                      "batching.batch_size=16", "claims=[]"])
     # max_steps as a second axis: each count meets both step counts, neither regime holds
     assert "not in proportion" in "\n".join(findings(SimpleNamespace(spec=grown), {}))
+
+
+def test_paper_section_tables_beside_the_published_rows_and_untested_claims(tmp_path):
+    """A paper run without per-query results: its claims are 'not tested' with the reason, its
+    section holds the paper's tables 1-2 beside ours (the paper question's findings) and comes
+    after Q5."""
+    spec = load_study("paper")
+    paper_dir = tmp_path / "paper-run"
+    paper_dir.mkdir()
+    dump_study(spec, paper_dir / "study.yaml")
+    store = ResultStore(paper_dir)
+    for cell, axes in enumerate(spec.cells()):
+        metrics = {"inter/cross_map": 0.5, "model/display_name": "tiny model"}
+        for dataset in ("xquad-r", "mlqa-r"):
+            metrics.update({f"final/{dataset}/{m}": 0.3 + 0.1 * cell for m in ("mono_map", "cross_map", "multi_map")})
+            metrics[f"final/{dataset}/rank_distance"] = 100.0 + cell
+        store.append_trial(_trial(spec, f"p{cell}", cell, "search") | metrics)
+    zero = {f"final/{d}/{m}": 0.2 for d in ("xquad-r", "mlqa-r") for m in ("mono_map", "cross_map", "multi_map")}
+    store.write_zero_shot("tiny model", zero, pd.DataFrame({"dataset": ["xquad-r"], "setting": ["mono"],
+                                                            "query_lang": ["en"], "candidate_lang": ["en"],
+                                                            "query_id": ["q"], "ap": [0.2]}))
+    ratio_dir = tmp_path / "ratio-run"
+    ratio_dir.mkdir()
+    _ratio_run(ratio_dir, np.random.default_rng(3))
+    out = build_findings([paper_dir, ratio_dir], tmp_path / "findings.md")
+    text = out.read_text()
+    assert text.index("## Q5 ratio") < text.index("## paper paper")
+    part = _section(text, "## paper paper")
+    assert "Table 1 (mAP): ours beside the paper's published rows" in part
+    table1 = pd.read_csv(paper_dir / "reports" / "paper" / "paper_table1_map.csv")
+    assert len(table1) > 0 and all(f"| {model} |" in part for model in set(table1["model"]) if isinstance(model, str))
+    verdicts = pd.read_csv(paper_dir / "reports" / "paper" / "verdict.csv")
+    assert set(verdicts["verdict"]) == {"not tested"}
+    answer = part.split("### Answer")[1].split("###")[0]
+    assert answer.count(", not tested: ") == len(verdicts)
+    assert "Profile `gpu-cluster`" in part and "| xquad-r/cross_map | 0.2000 | 0.3000 | 0.5000 |" in part

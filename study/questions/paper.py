@@ -150,7 +150,21 @@ def check(spec) -> None:
             )
 
 
+def findings(ctx: ReportContext, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """The paper's tables 1 and 2 beside ours (rows ``source = ours``: the zero-shot model and
+    each sampling's seed mean; the others copied from the YAML's published rows)."""
+    from study.report import _table
+
+    lines = []
+    for name, title in (("paper_table1_map", "Table 1 (mAP): ours beside the paper's published rows"),
+                        ("paper_table2_rank_distance", "Table 2 (rank distance): ours beside the paper's")):
+        table = tables.get(name)
+        if table is not None and len(table):
+            lines += [f"{title}:", "", _table(table), ""]
+    return lines
+
+
 register(Question(
     name="paper", summary="the reference paper's tables 1-2 (X-X vs X-Y vs hybrid), ours beside its published rows",
-    build=build, settings=PaperSettings, check=check,
+    build=build, settings=PaperSettings, check=check, findings=findings,
 ))
