@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from study.question import get_question
-from study.questions.common import ReportContext, zero_shot_info
+from study.questions.common import CELLS_PLOT, FOREST_PLOT, ReportContext, fine_tuning_text, zero_shot_info
 from study.results import ResultStore
 from study.spec import StudyConfigError, StudySpec, load_study, resolve_study_file
 from study.storage import local_directory
@@ -49,9 +50,7 @@ DEFAULT_OUT = Path("docs/findings.md")
 class _Run:
     """One run directory: its frozen study, stored results and rebuilt reports."""
 
-    def __init__(self, run_dir: str | Path):
-        from study.report import build_reports  # study.report imports this module for its CLI
-
+    def __init__(self, run_dir: str | Path, build_reports: Callable[[Path], Path]):
         self.dir = local_directory(run_dir, "--findings")
         if not (self.dir / SPEC_FILE).is_file():
             raise StudyConfigError(f"--findings {self.dir}: no {SPEC_FILE} (not a study directory)")
@@ -86,16 +85,18 @@ def _read_verdicts(path: Path) -> pd.DataFrame:
         return pd.DataFrame()
 
 
-def build_findings(run_dirs: list[str | Path], out: str | Path = DEFAULT_OUT) -> Path:
+def build_findings(run_dirs: list[str | Path], out: str | Path, build_reports: Callable[[Path], Path]) -> Path:
     """Write the findings document for ``run_dirs``; every directory is checked before any
-    report is rebuilt or anything is written. Returns the markdown file."""
+    report is rebuilt or anything is written. Returns the markdown file. ``build_reports`` is
+    :func:`study.report.build_reports` (passed in by its CLI: this module builds on the reports,
+    and study/report.py's ``--findings`` is this module's entry point)."""
     if not run_dirs:
         raise StudyConfigError("--findings: name at least one study run directory")
     for run_dir in run_dirs:  # cheap checks first: a bad directory is named before any work
         path = local_directory(run_dir, "--findings")
         if not (path / SPEC_FILE).is_file():
             raise StudyConfigError(f"--findings {path}: no {SPEC_FILE} (not a study directory)")
-    runs = sorted((_Run(d) for d in run_dirs), key=lambda r: r.order)
+    runs = sorted((_Run(d, build_reports) for d in run_dirs), key=lambda r: r.order)
     out = Path(out)
     figures = out.parent / FIGURES_DIR
     figures.mkdir(parents=True, exist_ok=True)
@@ -147,8 +148,6 @@ def _section(run: _Run, out: Path, figures: Path) -> list[str]:
 def _copy_figure(run: _Run, figures: Path) -> Path | None:
     """The cells plot (each cell with its 95% CI and the untrained line), else the claims'
     forest plot; copied under docs/findings/ so the document is self-contained."""
-    from study.report import CELLS_PLOT, FOREST_PLOT
-
     for name in (CELLS_PLOT, FOREST_PLOT):
         source = run.report_dir / name
         if source.is_file():
@@ -163,8 +162,6 @@ def _cell_configs(spec: StudySpec) -> list:
 
 
 def design_lines(spec: StudySpec, completed: pd.DataFrame, trials: pd.DataFrame, ctx: ReportContext) -> list[str]:
-    from study.report import _fine_tuning
-
     cells = spec.cells() or [{}]
     configs = _cell_configs(spec)
     budgets = sorted({(c.max_steps, c.batching.batch_size) for c in configs})
@@ -181,7 +178,7 @@ def design_lines(spec: StudySpec, completed: pd.DataFrame, trials: pd.DataFrame,
                  f"by phase: {phases}")
     lines.append("- steps x global batch: " + ", ".join(f"{s} x {b}" for s, b in budgets)
                  + f" ({configs[0].batching.mode} batches)")
-    lines.append(f"- trained layers: {_fine_tuning(spec, ctx)}")
+    lines.append(f"- trained layers: {fine_tuning_text(spec, ctx.trials)}")
     base = spec.base_config
     lines.append(f"- training data: {base.data.source}, languages "
                  f"{base.data.languages or f'first {base.data.num_languages}'} (unless an axis sets them)")
@@ -245,7 +242,8 @@ def deviation_lines(spec: StudySpec) -> list[str]:
     if changes is None:
         lines.append(f"no shipped study named `{spec.name}`: changes made by --set cannot be listed")
     elif changes:
-        lines.append("changed by --set for this run (frozen study.yaml vs the shipped study): " + "; ".join(changes))
+        lines.append("changed by --set for this run, or in the shipped YAML since the run (the frozen study.yaml "
+                     "against the shipped study with the same profile): " + "; ".join(changes))
     untestable = [c for c in spec.claims if c.untestable]
     lines += [f"claim `{c.id}` not testable in this run: {c.untestable}" for c in untestable]
     return lines

@@ -27,7 +27,15 @@ from hybridir.evaluation.claim_statistics import run_values, statistic_matrices
 from hybridir.evaluation.significance import LOWER_IS_BETTER, contrast_inference
 from hybridir.evaluation.vocabulary import AP, DATASET, RANK_DISTANCE, SETTING
 from study.question import get_question
-from study.questions.common import ReportContext, plt, save_figure, zero_shot_info
+from study.questions.common import (
+    CELLS_PLOT,
+    FOREST_PLOT,
+    ReportContext,
+    fine_tuning_text,
+    plt,
+    save_figure,
+    zero_shot_info,
+)
 from study.results import ResultStore
 from study.spec import StudyConfigError, load_study
 from study.storage import local_directory
@@ -44,7 +52,6 @@ from study.vocabulary import (
     CLAIM,
     MEASURE,
     MODEL_DISPLAY_NAME,
-    MODEL_TRAINING,
     SPEC_FILE,
     STATUS,
     STEP,
@@ -80,10 +87,6 @@ def build_reports(study_dir: Path) -> Path:
     findings = question.findings(ctx, tables) if question.findings is not None and tables else []
     (out_dir / "report.md").write_text(_markdown(spec, ctx, tables, verdicts, figures, findings))
     return out_dir
-
-
-FOREST_PLOT = "claims_forest.png"
-CELLS_PLOT = "cells_with_ci.png"
 
 
 def _axis_label(ctx: ReportContext, cell) -> str:
@@ -303,15 +306,7 @@ def _settings(spec, ctx: ReportContext) -> list[str]:
 
 def _fine_tuning(spec, ctx: ReportContext) -> str:
     """Which layers trained (a deviation from the paper's full fine-tuning when partial)."""
-    recorded = sorted(set(ctx.trials.get(MODEL_TRAINING, pd.Series(dtype=str)).dropna()))
-    if recorded:
-        return "; ".join(recorded)
-    values = {spec.base_config.model.train_layers, *spec.axes.get("model.train_layers", [])}
-    values.discard(None)
-    if not values and "model.train_layers" not in spec.tune:
-        return "all layers fine-tuned (full fine-tuning)"
-    tops = ", ".join(map(str, sorted(values))) or "tuned"
-    return f"top {tops} layers fine-tuned, embeddings and lower layers frozen (partial fine-tuning, activation cache)"
+    return fine_tuning_text(spec, ctx.trials)
 
 
 def _table(table: pd.DataFrame) -> str:
@@ -342,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.findings is not None:
             from study.findings import DEFAULT_OUT, build_findings
 
-            out_dir = build_findings(args.findings, args.out or DEFAULT_OUT)
+            out_dir = build_findings(args.findings, args.out or DEFAULT_OUT, build_reports)
         else:
             out_dir = build_reports(args.study_dir)
     except StudyConfigError as exc:

@@ -15,6 +15,7 @@ import pytest
 
 from study import findings as findings_module
 from study.findings import build_findings
+from study.report import build_reports
 from study.report import main as report_main
 from study.results import ResultStore
 from study.spec import dump_study, load_study
@@ -191,7 +192,7 @@ def test_a_run_without_results_is_named(tmp_path, capsys):
     assert not (tmp_path / "f.md").exists()
     missing = tmp_path / "nowhere"
     with pytest.raises(Exception, match="nowhere"):
-        build_findings([missing], tmp_path / "g.md")
+        build_findings([missing], tmp_path / "g.md", build_reports)
 
 
 # ---- every study's cluster profile passes the pre-Ray checks on a mocked GPU cluster (issue 22 item 5)
@@ -304,7 +305,7 @@ def test_paper_section_tables_beside_the_published_rows_and_untested_claims(tmp_
     ratio_dir = tmp_path / "ratio-run"
     ratio_dir.mkdir()
     _ratio_run(ratio_dir, np.random.default_rng(3))
-    out = build_findings([paper_dir, ratio_dir], tmp_path / "findings.md")
+    out = build_findings([paper_dir, ratio_dir], tmp_path / "findings.md", build_reports)
     text = out.read_text()
     assert text.index("## Q5 ratio") < text.index("## paper paper")
     part = _section(text, "## paper paper")

@@ -306,3 +306,24 @@ def pairs_per_trial(spec, axis: str) -> dict:
         config = spec.train_config(cell)
         seen.setdefault(cell[axis], set()).add(config.max_steps * config.batching.batch_size)
     return {value: sorted(pairs) for value, pairs in seen.items()}
+
+
+# The two figures with 95% CIs every report draws (study/report.py) and the findings document reuses.
+FOREST_PLOT = "claims_forest.png"
+CELLS_PLOT = "cells_with_ci.png"
+
+
+def fine_tuning_text(spec, trials: pd.DataFrame) -> str:
+    """Which layers trained (a deviation from the paper's full fine-tuning when partial): as
+    the trials recorded it, else from the study's settings."""
+    from study.vocabulary import MODEL_TRAINING
+
+    recorded = sorted(set(trials.get(MODEL_TRAINING, pd.Series(dtype=str)).dropna()))
+    if recorded:
+        return "; ".join(recorded)
+    values = {spec.base_config.model.train_layers, *spec.axes.get("model.train_layers", [])}
+    values.discard(None)
+    if not values and "model.train_layers" not in spec.tune:
+        return "all layers fine-tuned (full fine-tuning)"
+    tops = ", ".join(map(str, sorted(values))) or "tuned"
+    return f"top {tops} layers fine-tuned, embeddings and lower layers frozen (partial fine-tuning, activation cache)"
