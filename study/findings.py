@@ -180,8 +180,11 @@ def design_lines(spec: StudySpec, completed: pd.DataFrame, trials: pd.DataFrame,
                  + f" ({configs[0].batching.mode} batches)")
     lines.append(f"- trained layers: {fine_tuning_text(spec, ctx.trials)}")
     base = spec.base_config
-    lines.append(f"- training data: {base.data.source}, languages "
-                 f"{base.data.languages or f'first {base.data.num_languages}'} (unless an axis sets them)")
+    languages = (", ".join(base.data.languages) if base.data.languages else
+                 f"the first {base.data.num_languages}" if base.data.num_languages else "all of the source")
+    on_axis = [path for path in spec.axes if path.startswith("data.")]
+    lines.append(f"- training data: {base.data.source}, languages: {languages}"
+                 + (f" (per cell as the axis {', '.join(on_axis)} sets)" if on_axis else ""))
     for final in spec.evaluation.final:
         lines.append(f"- evaluation: {final.dataset}, languages {', '.join(final.languages) if final.languages else 'all'}")
     lines.append(f"- resources per trial: {spec.resources.num_workers} worker(s), "
@@ -345,7 +348,7 @@ def cluster_lines(spec: StudySpec, completed: pd.DataFrame, gpu_measurement: Pat
              f"per cell; this run's design: {here_trials})",
              f"- training pairs, at most: {pairs:,} (this run's design: {here_pairs:,})",
              f"- resources per trial: {r.num_workers} worker(s), "
-             + (f"1 GPU each ({r.num_workers * trials} GPU-trials)" if r.use_gpu else f"{r.cpus_per_worker:g} CPU each"),
+             + (f"1 GPU each ({r.num_workers} GPUs per trial)" if r.use_gpu else f"{r.cpus_per_worker:g} CPU each"),
              f"- the planner's view (trials, power of each claim): `python study/run.py --study {cluster.name} "
              f"--profile {name} --plan`"]
     gpu = measured_gpu_throughput(gpu_measurement)

@@ -147,6 +147,8 @@ def test_design_and_deviations(written):
     assert "changed by --set for this run" not in batch  # the local profile alone
     assert "claim `recommended-batch-within-noise-mlqa` not testable in this run" in batch
     assert "60 x 8" in batch and "60 x 32" in batch  # steps x batch of the batch-size axis
+    assert "languages: all of the source (per cell as the axis data.num_languages sets)" in batch
+    assert "- evaluation: xquad-r, languages en, de, ar, hi, th" in batch
 
 
 def test_cluster_estimate_is_labelled(written):
