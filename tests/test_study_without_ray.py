@@ -18,7 +18,8 @@ from study.vocabulary import SPEC_FILE, axis_column, final_key
 RAY_FREE = ["study.vocabulary", "study.question", "study.selection", "study.storage", "study.spec", "study.results",
             "study.questions", *(f"study.questions.{name}" for name in ("common", "batch", "data", "languages",
                                                                         "paper", "ratio", "scale")),
-            "study.verdicts", "study.report", "study.checks", "study.run", "study.console", "study.export", "study.plan"]
+            "study.verdicts", "study.report", "study.checks", "study.run", "study.console", "study.export", "study.plan",
+            "study.findings"]
 NO_RAY = "import sys; sys.modules['ray'] = None\n"
 
 
