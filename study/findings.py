@@ -52,19 +52,12 @@ class _Run:
 
     def __init__(self, run_dir: str | Path, build_reports: Callable[[Path], Path]):
         self.dir = local_directory(run_dir, "--findings")
-        if not (self.dir / SPEC_FILE).is_file():
-            raise StudyConfigError(f"--findings {self.dir}: no {SPEC_FILE} (not a study directory)")
+        self.trials, self.completed = check_run_dir(self.dir)
         self.spec = load_study(self.dir / SPEC_FILE)
         self.store = ResultStore(self.dir)
-        trials = self.store.trials()
-        done = trials[trials[STATUS] == COMPLETED] if STATUS in trials else trials[:0]
-        if done.empty:
-            raise StudyConfigError(f"--findings {self.dir}: no completed trial in {self.dir / 'results'} "
-                                   "(no stored results to write up; run or resume the study first)")
-        self.trials, self.completed = trials, done
         self.report_dir = build_reports(self.dir)
         self.verdicts = _read_verdicts(self.report_dir / VERDICT_FILE)
-        self.ctx = ReportContext(self.spec, self.store, trials, self.store.history(), self.report_dir)
+        self.ctx = ReportContext(self.spec, self.store, self.trials, self.store.history(), self.report_dir)
         self.question = get_question(self.spec.report.builder)
 
     @property
@@ -76,6 +69,19 @@ class _Run:
     @property
     def label(self) -> str:
         return QUESTION_ORDER.get(self.spec.report.builder, self.spec.report.builder)
+
+
+def check_run_dir(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, completed trials) of a study run directory; StudyConfigError naming it when it
+    is no study directory or has no completed trial stored."""
+    if not (path / SPEC_FILE).is_file():
+        raise StudyConfigError(f"--findings {path}: no {SPEC_FILE} (not a study directory)")
+    trials = ResultStore(path).trials()
+    done = trials[trials[STATUS] == COMPLETED] if STATUS in trials else trials[:0]
+    if done.empty:
+        raise StudyConfigError(f"--findings {path}: no completed trial in {path / 'results'} "
+                               "(no stored results to write up; run or resume the study first)")
+    return trials, done
 
 
 def _read_verdicts(path: Path) -> pd.DataFrame:
@@ -92,10 +98,8 @@ def build_findings(run_dirs: list[str | Path], out: str | Path, build_reports: C
     and study/report.py's ``--findings`` is this module's entry point)."""
     if not run_dirs:
         raise StudyConfigError("--findings: name at least one study run directory")
-    for run_dir in run_dirs:  # cheap checks first: a bad directory is named before any work
-        path = local_directory(run_dir, "--findings")
-        if not (path / SPEC_FILE).is_file():
-            raise StudyConfigError(f"--findings {path}: no {SPEC_FILE} (not a study directory)")
+    for run_dir in run_dirs:  # cheap checks first: a bad directory is named before any report is rebuilt
+        check_run_dir(local_directory(run_dir, "--findings"))
     runs = sorted((_Run(d, build_reports) for d in run_dirs), key=lambda r: r.order)
     out = Path(out)
     figures = out.parent / FIGURES_DIR

@@ -192,6 +192,12 @@ def test_a_run_without_results_is_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(empty) in err and "no completed trial" in err
     assert not (tmp_path / "f.md").exists()
+    # named before anything is rebuilt: the good run given first keeps no new reports
+    good = tmp_path / "good"
+    good.mkdir()
+    _ratio_run(good, np.random.default_rng(5))
+    assert report_main(["--findings", str(good), str(empty), "--out", str(tmp_path / "f.md")]) == 2
+    assert str(empty) in capsys.readouterr().err and not (good / "reports").exists()
     missing = tmp_path / "nowhere"
     with pytest.raises(Exception, match="nowhere"):
         build_findings([missing], tmp_path / "g.md", build_reports)
