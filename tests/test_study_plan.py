@@ -97,8 +97,8 @@ def test_shipped_components_name_their_run(variance):
     assert cross["n_seeds"] == 8 and cross["n_items"] == 1190 and 0 < cross["seed_sd"] < 0.01
 
 
-def _with_smallest_effect(claim: Claim, value: float) -> SimpleNamespace:
-    return SimpleNamespace(**{name: getattr(claim, name) for name in Claim.model_fields}, smallest_effect=value)
+def _with_smallest_effect(claim: Claim, value: float) -> Claim:
+    return Claim.model_validate({**claim.model_dump(by_alias=True), "smallest_effect": value})
 
 
 def test_a_smallest_effect_below_the_mdd_is_flagged(variance):
