@@ -43,10 +43,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hybridir.evaluation.vocabulary import AP, DATASET, MULTI, RANK_DISTANCE, SETTING, SETTINGS
 from study.spec import StudyConfigError, StudySpec
 from study.vocabulary import (
     CELL,
     COMPLETED,
+    MEASURE,
     PHASE,
     PHASES,
     SEEDS,
@@ -61,8 +63,7 @@ COSTS_DIR = Path(__file__).resolve().parent / "costs"
 COST_FILE = COSTS_DIR / "this-machine.json"
 VARIANCE_FILE = COSTS_DIR / "variance.json"
 PHASE_PREFIX = "phase_s/"  # hybridir.timing.PREFIX (not imported: hybridir.timing is torch-free, but keep plan light)
-CLAIM_MEASURES_FOR_TABLE = ("ap", "ndcg@10", "r@1", "r@10", "rank_distance")
-SETTINGS = ("mono", "cross", "multi")
+CLAIM_MEASURES_FOR_TABLE = (AP, "ndcg@10", "r@1", "r@10", RANK_DISTANCE)
 
 
 # ---------------------------------------------------------------------------- tables
@@ -355,13 +356,13 @@ def variance_components_of_run(run_dir: Path) -> dict:
     for final in spec.evaluation.final:
         for setting in SETTINGS:
             for measure in CLAIM_MEASURES_FOR_TABLE:
-                if measure == "rank_distance" and setting != "multi":
+                if measure == RANK_DISTANCE and setting != MULTI:
                     continue
                 entry = _components(frames, zero, final.dataset, setting, measure, cell_anova, contrast_variance,
                                     item_matrices)
                 if entry is not None:
-                    components.append({"dataset": final.dataset, "languages": final.languages,
-                                       "max_queries": final.max_queries, "setting": setting, "measure": measure,
+                    components.append({DATASET: final.dataset, "languages": final.languages,
+                                       "max_queries": final.max_queries, SETTING: setting, MEASURE: measure,
                                        **entry})
     return {"meta": {"what": "seed x item variance components for study/run.py --plan (study/plan.py)",
                      "run": str(run_dir), "study": spec.name,
@@ -375,14 +376,14 @@ def _components(frames, zero, dataset, setting, measure, cell_anova, contrast_va
     seed_ss = seed_df = resid_ss = resid_df = item_ss = item_df = 0.0
     item_units, n_items, n_seeds = [], None, 0
     for cell, runs in frames.items():
-        rows = {tid: f[f["dataset"] == dataset] for tid, f in runs.items()}
+        rows = {tid: f[f[DATASET] == dataset] for tid, f in runs.items()}
         if any(r.empty or measure not in r.columns or r[measure].isna().all() for r in rows.values()):
             return None
         try:
-            matrices, _, shared, _ = item_matrices({"cell": rows}, setting, measure)
+            matrices, _, shared, _ = item_matrices({CELL: rows}, setting, measure)
         except ValueError:
             return None
-        anova = cell_anova(matrices["cell"])
+        anova = cell_anova(matrices[CELL])
         seed_ss += anova.seed_df * anova.seed_variance
         seed_df += anova.seed_df
         resid_ss += anova.resid_df * anova.ms_resid
@@ -392,7 +393,7 @@ def _components(frames, zero, dataset, setting, measure, cell_anova, contrast_va
         n_items = anova.n_items if n_items is None else min(n_items, anova.n_items)
         n_seeds += anova.n_seeds
         if zero is not None:
-            zrows = zero[zero["dataset"] == dataset]
+            zrows = zero[zero[DATASET] == dataset]
             try:
                 both, _, _, _ = item_matrices({"trained": rows, "untrained": {0: zrows}}, setting, measure)
                 cv = contrast_variance(both, {"trained": 1.0, "untrained": -1.0}, pool_seeds=True)
@@ -407,7 +408,7 @@ def _components(frames, zero, dataset, setting, measure, cell_anova, contrast_va
 
 def _lookup(variance: dict, dataset: str, setting: str, measure: str) -> dict | None:
     for entry in variance.get("components", []):
-        if (entry.get("dataset"), entry.get("setting"), entry.get("measure")) == (dataset, setting, measure):
+        if (entry.get(DATASET), entry.get(SETTING), entry.get(MEASURE)) == (dataset, setting, measure):
             return entry
     return None
 
@@ -604,9 +605,9 @@ def build_plan(spec: StudySpec, costs: dict | None = None, variance: dict | None
         notes += more
         try:
             own = variance_components_of_run(study_dir)
-            keys = {(e["dataset"], e["setting"], e["measure"]) for e in own["components"]}
+            keys = {(e[DATASET], e[SETTING], e[MEASURE]) for e in own["components"]}
             variance = {"meta": own["meta"], "components": own["components"] + [
-                e for e in variance.get("components", []) if (e["dataset"], e["setting"], e["measure"]) not in keys]}
+                e for e in variance.get("components", []) if (e[DATASET], e[SETTING], e[MEASURE]) not in keys]}
             variance_source = f"{study_dir} (its own results; the shipped table for the rest)"
         except StudyConfigError as exc:
             notes.append(f"variance components: shipped table ({exc})")
