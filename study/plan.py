@@ -45,11 +45,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hybridir.evaluation.vocabulary import DATASET, MULTI, RANK_DISTANCE, SETTING, SETTINGS
+from hybridir.evaluation.vocabulary import AP, DATASET, MULTI, RANK_DISTANCE, SETTING, SETTINGS
 from study.spec import StudyConfigError, StudySpec
 from study.vocabulary import (
     CELL,
     COMPLETED,
+    MEASURE,
     PHASE,
     PHASES,
     SEEDS,
@@ -64,7 +65,7 @@ COSTS_DIR = Path(__file__).resolve().parent / "costs"
 COST_FILE = COSTS_DIR / "this-machine.json"
 VARIANCE_FILE = COSTS_DIR / "variance.json"
 PHASE_PREFIX = "phase_s/"  # hybridir.timing.PREFIX (not imported: hybridir.timing is torch-free, but keep plan light)
-CLAIM_MEASURES_FOR_TABLE = ("ap", "ndcg@10", "r@1", "r@10", RANK_DISTANCE)
+CLAIM_MEASURES_FOR_TABLE = (AP, "ndcg@10", "r@1", "r@10", RANK_DISTANCE)
 
 
 # ---------------------------------------------------------------------------- tables
@@ -388,7 +389,7 @@ def variance_components_of_run(run_dir: Path) -> dict:
                                     item_matrices)
                 if entry is not None:
                     components.append({DATASET: final.dataset, "languages": final.languages,
-                                       "max_queries": final.max_queries, SETTING: setting, "measure": measure,
+                                       "max_queries": final.max_queries, SETTING: setting, MEASURE: measure,
                                        **entry})
     return {"meta": {"what": "seed x item variance components for study/run.py --plan (study/plan.py)",
                      "run": str(run_dir), "study": spec.name,
@@ -406,10 +407,10 @@ def _components(frames, zero, dataset, setting, measure, cell_anova, contrast_va
         if any(r.empty or measure not in r.columns or r[measure].isna().all() for r in rows.values()):
             return None
         try:
-            matrices, _, shared, _ = item_matrices({"runs": rows}, setting, measure)
+            matrices, _, shared, _ = item_matrices({CELL: rows}, setting, measure)
         except ValueError:
             return None
-        anova = cell_anova(matrices["runs"])
+        anova = cell_anova(matrices[CELL])
         seed_ss += anova.seed_df * anova.seed_variance
         seed_df += anova.seed_df
         resid_ss += anova.resid_df * anova.ms_resid
@@ -434,7 +435,7 @@ def _components(frames, zero, dataset, setting, measure, cell_anova, contrast_va
 
 def _lookup(variance: dict, dataset: str, setting: str, measure: str) -> dict | None:
     for entry in variance.get("components", []):
-        if (entry.get(DATASET), entry.get(SETTING), entry.get("measure")) == (dataset, setting, measure):
+        if (entry.get(DATASET), entry.get(SETTING), entry.get(MEASURE)) == (dataset, setting, measure):
             return entry
     return None
 
@@ -630,9 +631,9 @@ def build_plan(spec: StudySpec, costs: dict | None = None, variance: dict | None
         notes += more
         try:
             own = variance_components_of_run(study_dir)
-            keys = {(e[DATASET], e[SETTING], e["measure"]) for e in own["components"]}
+            keys = {(e[DATASET], e[SETTING], e[MEASURE]) for e in own["components"]}
             variance = {"meta": own["meta"], "components": own["components"] + [
-                e for e in variance.get("components", []) if (e[DATASET], e[SETTING], e["measure"]) not in keys]}
+                e for e in variance.get("components", []) if (e[DATASET], e[SETTING], e[MEASURE]) not in keys]}
             variance_source = f"{study_dir} (its own results; the shipped table for the rest)"
         except StudyConfigError as exc:
             notes.append(f"variance components: shipped table ({exc})")
