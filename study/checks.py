@@ -22,7 +22,7 @@ from hybridir.data.registry import (
 )
 from hybridir.data.splits import LeakageError, check_no_leakage
 from hybridir.evaluation.evaluator import metric_keys
-from hybridir.evaluation.vocabulary import CROSS, RANK_DISTANCE, summary_key
+from hybridir.evaluation.vocabulary import CROSS, MONO, MULTI, RANK_DISTANCE, summary_key
 from hybridir.languages import canonical
 from study.question import get_question
 from study.spec import TRACKERS, StudyConfigError, StudySpec
@@ -112,7 +112,7 @@ def _lareqa_settings(dataset: str, languages: tuple[str, ...] | None) -> tuple[s
             cross = cross or any(other != language for other in answers)
         if mono and cross:
             break
-    return tuple(s for s, present in (("mono", mono), ("cross", cross), ("multi", True)) if present)
+    return tuple(s for s, present in ((MONO, mono), (CROSS, cross), (MULTI, True)) if present)
 
 
 def check_claims(spec: StudySpec) -> None:

@@ -39,9 +39,16 @@ from study.console import headline_final, say, set_verbosity  # noqa: E402
 from study.spec import TRACKERS, StudyConfigError, StudySpec, dump_study, load_study  # noqa: E402
 from study.vocabulary import (  # noqa: E402
     AXIS_PREFIX,
+    CELL,
+    CONFIG_AXES,
+    CONFIG_TUNED,
+    PHASE,
     SEARCH,
+    SEED,
     SEEDS,
+    SOURCE_TRIAL,
     SPEC_FILE,
+    TRIAL_ID,
     TUNED_PREFIX,
     intermediate_metric,
     prefixed_columns,
@@ -88,6 +95,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tracker", dest="trackers", action="append", default=[], choices=TRACKERS,
         help="also log every trial's config and metrics to this tracker (repeatable): tensorboard, mlflow "
         "(sqlite:///<study dir>/mlflow.db unless MLFLOW_TRACKING_URI or tracking.mlflow_tracking_uri), wandb",
+    )
+    parser.add_argument(
+        "--plan", action="store_true",
+        help="print the cells, trials, estimated wall time and each claim's minimum detectable difference, "
+        "then exit: no Ray, no training (study/plan.py); with --resume DIR, DIR's own results refine it",
     )
     parser.add_argument(
         "--verbose", action="store_true",
@@ -319,7 +331,7 @@ def _finished_rows(store, experiment: str) -> list[dict]:
     trials = store.trials()
     if trials.empty:
         return []
-    return trials[trials["phase"] == experiment].to_dict("records")
+    return trials[trials[PHASE] == experiment].to_dict("records")
 
 
 def _restore(path: str, experiment: str, trainable):
@@ -435,13 +447,28 @@ def seed_configs(spec: StudySpec, output: Path) -> list[dict]:
     for row in best.to_dict("records"):
         axes, tuned = prefixed_columns(row, AXIS_PREFIX), prefixed_columns(row, TUNED_PREFIX)
         for index in range(spec.search.seeds):
-            configs.append({"phase": SEEDS, "cell": int(row["cell"]), "axes": axes, "tuned": tuned,
-                            "seed": base_seed + 1 + index, "source_trial": row["trial_id"]})
+            configs.append({PHASE: SEEDS, CELL: int(row[CELL]), CONFIG_AXES: axes, CONFIG_TUNED: tuned,
+                            SEED: base_seed + 1 + index, SOURCE_TRIAL: row[TRIAL_ID]})
     return configs
+
+
+def plan(args: argparse.Namespace) -> int:
+    """``--plan``: the study's cost and power, printed; nothing runs (study/plan.py)."""
+    from study.plan import plan_command
+
+    try:
+        spec, _ = resolve_spec(args)
+        print(plan_command(spec, study_dir=args.resume, source=str(args.resume or args.config or args.study)))
+    except StudyConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.plan:
+        return plan(args)
     try:
         spec, output = prepare(args)
     except StudyConfigError as exc:

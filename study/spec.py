@@ -12,6 +12,7 @@ that need the data files (dataset names, languages) live in :mod:`study.checks`.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 from pathlib import Path
@@ -29,8 +30,8 @@ from pydantic import (
 )
 
 from hybridir.config import ArticleHoldout, TrainConfig
-from hybridir.evaluation.lareqa import SETTINGS as LAREQA_SETTINGS
-from hybridir.evaluation.vocabulary import ACCURACY, AP, BITEXT, MULTI, RANK_DISTANCE
+from hybridir.evaluation.vocabulary import ACCURACY, AP, BITEXT, CROSS_MAP, MULTI, RANK_DISTANCE
+from hybridir.evaluation.vocabulary import SETTINGS as LAREQA_SETTINGS
 from hybridir.overrides import OverrideError, parse_assignment, read_yaml_mapping, set_dotted
 from study.question import (
     NoSettings,
@@ -40,7 +41,7 @@ from study.question import (
     selector_keywords,
     settings_owner,
 )
-from study.vocabulary import TARGET_PAIRS_AXIS
+from study.vocabulary import CONFIG_AXES, CONFIG_TUNED, SEED, TARGET_PAIRS_AXIS
 
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"
 
@@ -92,7 +93,7 @@ class AshaSettings(_Strict):
 class SearchSettings(_Strict):
     samples_per_cell: int = Field(1, ge=1, description="Optuna trials per grid cell")
     seed: int = 0
-    metric: str = Field("cross_map", description="intermediate-evaluation summary key to optimise")
+    metric: str = Field(CROSS_MAP, description="intermediate-evaluation summary key to optimise")
     mode: Literal["max", "min"] = "max"
     asha: AshaSettings | None = None
     seeds: int = Field(0, ge=0, description="re-run each cell's best configuration with N seeds")
@@ -702,12 +703,13 @@ class StudySpec(_Strict):
         return [i for i, axes in enumerate(self.cells() or [{}])
                 if all(axes.get(path) == value for path, value in selector.items() if value not in keywords)]
 
-    @property
+    @functools.cached_property
     def base_config(self) -> TrainConfig:
-        """The TrainConfig of the base alone (no axis, nothing tuned, the base seed)."""
+        """The TrainConfig of the base alone (no axis, nothing tuned, the base seed), validated
+        once per spec (a StudySpec is not changed after validation; read it, do not modify it)."""
         return self.train_config({})
 
-    @property
+    @functools.cached_property
     def base_seed(self) -> int:
         """The seed search trials run with (``--seeds`` re-runs take base_seed + 1, + 2, ...)."""
         return self.base_config.seed
@@ -719,8 +721,8 @@ class StudySpec(_Strict):
     def trial_train_config(self, config: dict[str, Any]) -> TrainConfig:
         """The TrainConfig of a trial config (``{"axes", "tuned", "seed"}``, as the searchers
         hand them out): axes and tuned values over the base, the trial's seed."""
-        overrides = {**(config.get("axes") or {}), **(config.get("tuned") or {})}
-        return self.train_config(overrides, seed=config.get("seed"))
+        overrides = {**(config.get(CONFIG_AXES) or {}), **(config.get(CONFIG_TUNED) or {})}
+        return self.train_config(overrides, seed=config.get(SEED))
 
     def train_config(self, overrides: dict[str, Any], seed: int | None = None) -> TrainConfig:
         """Base config + dotted overrides, validated; errors name the dotted field."""
@@ -762,7 +764,7 @@ class StudySpec(_Strict):
 
 def effective_seed(config: dict, base_seed: int | None) -> int | None:
     """The seed a trial trains with: its own (``--seeds`` re-runs) or the study's base seed."""
-    seed = config.get("seed")
+    seed = config.get(SEED)
     return base_seed if seed is None else int(seed)
 
 

@@ -22,12 +22,12 @@ import pandas as pd
 
 from hybridir.evaluation.claim_statistics import ClaimStatistic, measure_column, run_values, statistic_matrices
 from hybridir.evaluation.significance import ContrastResult, apply_holm, contrast_from_matrices
-from hybridir.evaluation.vocabulary import CANDIDATE_LANG, DATASET, QUERY_LANG
+from hybridir.evaluation.vocabulary import AP, CANDIDATE_LANG, DATASET, QUERY_LANG, SETTING
 from hybridir.languages import canonical
 from study.question import get_question, selector_keywords
 from study.questions.common import ReportContext, representative_trials
 from study.spec import Claim, claim_cell_weights
-from study.vocabulary import SEEDS
+from study.vocabulary import CLAIM, MEASURE, PHASE, SEED, SEEDS, TRIAL_ID
 
 VERDICT_FILE = "verdict.csv"
 NOT_TESTED = "not tested"
@@ -85,7 +85,7 @@ class _Runs:
             raise ClaimNotTestable(f"cell {cell_label(self.ctx, cell)} has no completed run yet")
         runs = {}
         for _, trial in group.iterrows():
-            rows = self._trial_rows(trial["trial_id"])
+            rows = self._trial_rows(trial[TRIAL_ID])
             if rows is None:
                 continue
             if DATASET in rows:
@@ -98,12 +98,12 @@ class _Runs:
                 continue
             # Seed re-runs share seeds across cells (paired per-seed contrasts); a search
             # trial stands alone under its own id.
-            seed = trial.get("seed")
+            seed = trial.get(SEED)
             fixed_config = not self.ctx.spec.tune  # every run of the cell is the same config
             if fixed_config and pd.isna(seed):
                 seed = self.ctx.spec.base_seed  # a search trial runs at the base seed
-            paired = trial.get("phase") == SEEDS or fixed_config
-            label = int(seed) if paired and pd.notna(seed) else str(trial["trial_id"])
+            paired = trial.get(PHASE) == SEEDS or fixed_config
+            label = int(seed) if paired and pd.notna(seed) else str(trial[TRIAL_ID])
             runs[label] = rows
         if not runs:
             raise ClaimNotTestable(
@@ -183,8 +183,8 @@ def compute_verdicts(ctx: ReportContext, n_resamples: int = 4000, n_permutations
     tested: list[tuple[int, ContrastResult]] = []
     rows: list[dict] = []
     for index, claim in enumerate(ctx.spec.claims):
-        row = {"claim": claim.id, "statement": claim.statement, "dataset": claim.dataset_text,
-               "setting": claim.setting_text, "measure": claim.measure, "direction": claim.direction,
+        row = {CLAIM: claim.id, "statement": claim.statement, DATASET: claim.dataset_text,
+               SETTING: claim.setting_text, MEASURE: claim.measure, "direction": claim.direction,
                "margin": claim.margin, "involving": " ".join(claim.involving or []),
                "worst_language": " ".join(claim.worst_language or []), "smallest_effect": claim.smallest_effect}
         try:
@@ -215,7 +215,7 @@ def compute_verdicts(ctx: ReportContext, n_resamples: int = 4000, n_permutations
         rows.append(row)
         tested.append((len(rows) - 1, result))
     for (position, _), result in zip(tested, apply_holm([r for _, r in tested])):
-        claim = ctx.spec.claims[[c.id for c in ctx.spec.claims].index(rows[position]["claim"])]
+        claim = ctx.spec.claims[[c.id for c in ctx.spec.claims].index(rows[position][CLAIM])]
         verdict = result.verdict(claim.direction, claim.margin if claim.direction == "equivalent" else None)
         rows[position].update({
             "estimate": result.estimate, "ci_low": result.ci_low, "ci_high": result.ci_high, "ci": result.ci_text(),
@@ -234,7 +234,7 @@ def compute_verdicts(ctx: ReportContext, n_resamples: int = 4000, n_permutations
         })
         if claim.smallest_effect is not None and np.isfinite(result.mdd):
             rows[position]["detects_smallest_effect"] = bool(result.mdd <= claim.smallest_effect)
-    columns = ["claim", "statement", "dataset", "setting", "measure", "involving", "worst_language",
+    columns = [CLAIM, "statement", DATASET, SETTING, MEASURE, "involving", "worst_language",
                "worst_language_per_run", "direction", "margin", "smallest_effect", "cells",
                "estimate", "ci_low", "ci_high", "ci", "standard_error", "p_value", "p_holm", "hypothesis", "n_items",
                "n_items_dropped", "n_seeds", "min_seeds", "max_seeds", "cell_statistics", "seed_spread", "per_seed_contrasts",
@@ -272,14 +272,14 @@ def verdict_markdown(table: pd.DataFrame) -> list[str]:
     lines = ["| claim | cells | metric | difference | 95% CI | p (Holm) | n items x n seeds | verdict "
              "| smallest detectable difference |", "|" + "---|" * 9]
     for row in table.to_dict("records"):
-        metric = f"{row['dataset']} {row['setting']} {'mAP' if row['measure'] == 'ap' else row['measure']}"
+        metric = f"{row[DATASET]} {row[SETTING]} {'mAP' if row[MEASURE] == AP else row[MEASURE]}"
         if _text(row.get("involving")):
             metric += f" (pairs with {row['involving']})"
         if _text(row.get("worst_language")):
             metric += f" (worst of {row['worst_language']}"
             metric += f"; worst per run: {row['worst_language_per_run']})" if _text(row.get("worst_language_per_run")) \
                 else ")"
-        claim = f"**{row['claim']}**: {row['statement']} ({row['direction']}"
+        claim = f"**{row[CLAIM]}**: {row['statement']} ({row['direction']}"
         claim += f", margin {row['margin']:g})" if row["direction"] == "equivalent" else ")"
         if row["verdict"] == NOT_TESTED or pd.isna(row.get("min_seeds")):
             cells = row.get("cells") if isinstance(row.get("cells"), str) else ""
@@ -328,7 +328,7 @@ def comparable_notes(table: pd.DataFrame) -> list[str]:
     notes = []
     for row in table.to_dict("records"):
         if "comparable" in str(row["statement"]).lower() and row["direction"] != "equivalent":
-            notes.append(f"Claim **{row['claim']}** says \"comparable\" but is tested as direction "
+            notes.append(f"Claim **{row[CLAIM]}** says \"comparable\" but is tested as direction "
                          f"'{row['direction']}': a published \"comparable\" should be an equivalence claim "
                          "(`direction: equivalent` with a `margin`, the largest difference that still counts as "
                          "comparable); a difference that is not significant is not evidence that the cells are "

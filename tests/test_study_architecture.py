@@ -152,3 +152,95 @@ def test_ray_private_api_only_in_ray_internals(ray_private_names):
                   and node.attr not in own and node.attr in ray_private_names):
                 offenders.append(f"{path.name}:{node.lineno} .{node.attr}")
     assert offenders == []
+
+
+# --- one vocabulary for results: every column name is spelled out once ---------------------
+# The names whose values a study module must never spell out: the settings and per-query
+# columns (hybridir.evaluation.vocabulary) and the result-row columns (study.vocabulary).
+EVALUATION_COLUMNS = ("SETTING", "QUERY_LANG", "CANDIDATE_LANG", "QUERY_ID", "DATASET", "MONO", "CROSS", "MULTI")
+STUDY_COLUMNS = ("TRIAL_ID", "STATUS", "FINISHED_AT", "PHASE", "CELL", "SEED", "SOURCE_TRIAL", "WALL_TIME",
+                 "WORKER_SECONDS")
+# (file, enclosing function, value): the same word naming something else, which must NOT follow
+# a renamed column.
+LITERAL_ALLOWED = {
+    # the YAML field ``dataset:`` of evaluation.final items and of claims (StudySpec fields),
+    # read from the raw YAML before validation
+    ("study/spec.py", "_final_datasets", "dataset"): "FinalEvaluation.dataset, a YAML field",
+    ("study/spec.py", "_mark_untestable_claims", "dataset"): "Claim.dataset, a YAML field",
+    ("study/spec.py", "_check_claim_kind", "dataset"): "Claim.dataset, named in errors",
+    ("study/spec.py", "_check_claim_kind", "setting"): "Claim.setting, named in errors",
+    ("study/spec.py", "StudySpec._check_claims", "dataset"): "Claim.dataset, named in errors",
+    # a contrast term's YAML field ``cell`` (a selector of grid cells), named in errors
+    ("study/spec.py", "_selectors", "cell"): "ContrastTerm.cell, a YAML field",
+    # the claim's YAML field ``setting``, named in a check's error (claims[i].setting)
+    ("study/checks.py", "check_claims", "setting"): "Claim.setting, a YAML field",
+    # TrainConfig's field ``seed`` (a --seeds re-run overrides the base config's seed)
+    ("study/spec.py", "StudySpec.train_config", "seed"): "TrainConfig.seed",
+    # the model card's hyperparameter table is keyed by TrainConfig paths (max_steps, seed, model.name)
+    ("study/export.py", "hyperparameters", "seed"): "TrainConfig.seed",
+}
+
+
+def _column_vocabulary() -> dict[str, str]:
+    """value -> the vocabulary name that defines it."""
+    from hybridir.evaluation import vocabulary as evaluation
+    from study import vocabulary as study
+
+    names = {f"hybridir.evaluation.vocabulary.{name}": getattr(evaluation, name) for name in EVALUATION_COLUMNS}
+    names |= {f"study.vocabulary.{name}": getattr(study, name) for name in STUDY_COLUMNS}
+    return {value: name for name, value in names.items()}
+
+
+def _bare_literals(source: str, values: dict[str, str]) -> list[tuple[int, str, str]]:
+    """(line, enclosing function, value) of each string constant equal to a vocabulary value:
+    docstrings and the literal text of f-strings left out (their ``{...}`` expressions are
+    scanned)."""
+    found = []
+
+    def visit(node: ast.AST, scope: str) -> None:
+        body = getattr(node, "body", None)
+        docstring = (body[0] if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                     and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                     else None)
+        for child in ast.iter_child_nodes(node):
+            if child is docstring or (isinstance(node, ast.JoinedStr) and isinstance(child, ast.Constant)):
+                continue
+            if isinstance(child, ast.Constant) and isinstance(child.value, str) and child.value in values:
+                found.append((child.lineno, scope, child.value))
+            inner = scope
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                inner = f"{scope}.{child.name}" if scope else child.name
+            visit(child, inner)
+
+    visit(ast.parse(source), "")
+    return found
+
+
+def test_the_scan_sees_bare_column_literals():
+    values = {"query_lang": "hybridir.evaluation.vocabulary.QUERY_LANG"}
+    source = ('"""query_lang"""\n'
+              'def f(row):\n    """query_lang"""\n    return row["query_lang"], f"{row[\'query_lang\']}query_lang"\n')
+    assert _bare_literals(source, values) == [(4, "f", "query_lang"), (4, "f", "query_lang")]
+
+
+def test_result_columns_are_named_by_the_vocabularies_only():
+    """No string literal in study/ equal to a per-query column, a setting or a result-row column,
+    and none in hybridir/ equal to a per-query column or a setting: modules import the name
+    (``hybridir.evaluation.vocabulary`` / ``study.vocabulary``), so the word is defined once.
+    LITERAL_ALLOWED lists the same word naming something else."""
+    values = _column_vocabulary()
+    assert len(values) == len(EVALUATION_COLUMNS) + len(STUDY_COLUMNS)  # no two names share a value
+    evaluation_values = {value: name for value, name in values.items() if name.startswith("hybridir.")}
+    offenders, allowed_seen = [], set()
+    for name, path in MODULES.items():
+        if name in ("study.vocabulary", "hybridir.evaluation.vocabulary"):
+            continue
+        relative = path.relative_to(REPO).as_posix()
+        scanned = values if name.startswith("study.") else evaluation_values  # hybridir knows no study rows
+        for line, scope, value in _bare_literals(path.read_text(), scanned):
+            if (relative, scope, value) in LITERAL_ALLOWED:
+                allowed_seen.add((relative, scope, value))
+            else:
+                offenders.append(f"{relative}:{line} ({scope or 'module'}) {value!r}: use {values[value]}")
+    assert offenders == []
+    assert allowed_seen == set(LITERAL_ALLOWED), "an allowed literal is gone: drop its entry"

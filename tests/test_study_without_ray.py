@@ -18,7 +18,7 @@ from study.vocabulary import SPEC_FILE, axis_column, final_key
 RAY_FREE = ["study.vocabulary", "study.question", "study.selection", "study.storage", "study.spec", "study.results",
             "study.questions", *(f"study.questions.{name}" for name in ("common", "batch", "data", "languages",
                                                                         "paper", "ratio", "scale")),
-            "study.verdicts", "study.report", "study.checks", "study.run", "study.console", "study.export"]
+            "study.verdicts", "study.report", "study.checks", "study.run", "study.console", "study.export", "study.plan"]
 NO_RAY = "import sys; sys.modules['ray'] = None\n"
 
 
@@ -103,3 +103,13 @@ def test_pre_ray_validation_runs_without_ray(tmp_path):
     )
     result = _run_without_ray(code, str(tmp_path / "study"))
     assert result.returncode == 0, result.stderr
+
+
+def test_plan_runs_without_ray():
+    """``--plan`` prints the default study's plan where Ray cannot be imported."""
+    code = ("from study.run import main\n"
+            "assert main(['--study', 'default', '--plan']) == 0\n"
+            "assert sys.modules['ray'] is None\n")
+    result = _run_without_ray(code)
+    assert result.returncode == 0, result.stderr
+    assert "trials: 12" in result.stdout

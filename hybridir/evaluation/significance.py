@@ -36,15 +36,29 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from hybridir.evaluation.seed_item_variance import GeneralizedPivot, TReference, contrast_variance
+from hybridir.evaluation.vocabulary import (
+    AP,
+    BITEXT,
+    CANDIDATE_LANG,
+    CORRECT_AT_1,
+    DATASET,
+    MULTI,
+    QUERY_ID,
+    QUERY_LANG,
+    RANK_DISTANCE,
+    SETTING,
+    SETTINGS,
+    public_metric,
+)
+from hybridir.evaluation.vocabulary import summary_key as reported_key
 
-SETTINGS = ("mono", "cross", "multi")
 # The setting of bitext per-query rows (hybridir.evaluation.bitext): one per direction.
-BITEXT_SETTING = "bitext"
+BITEXT_SETTING = BITEXT
 # Per-query columns a contrast can be computed on; rank_distance exists in the multi setting only.
-MEASURES = ("ap", "r@1", "p@1", "f1@1", "r@10", "p@10", "f1@10", "ndcg@10", "rank_distance")
+MEASURES = (AP, "r@1", "p@1", "f1@1", "r@10", "p@10", "f1@10", "ndcg@10", RANK_DISTANCE)
 # The columns of bitext rows (correct@1: accuracy@1; ap: reciprocal rank).
-BITEXT_MEASURES = ("correct@1", "ap")
-LOWER_IS_BETTER = frozenset({"rank_distance"})
+BITEXT_MEASURES = (CORRECT_AT_1, AP)
+LOWER_IS_BETTER = frozenset({RANK_DISTANCE})
 Direction = Literal["greater", "less", "equivalent"]
 Outcome = Literal["supported", "contradicted", "inconclusive"]
 Method = Literal["gpq", "satterthwaite", "bootstrap-legacy"]
@@ -54,17 +68,17 @@ DEFAULT_METHOD: Method = "gpq"
 CONFIDENCE = 0.95
 ALPHA = 0.05
 POWER = 0.8
-CELL_KEYS = ["query_lang", "candidate_lang"]
-ITEM = "query_id"
+CELL_KEYS = [QUERY_LANG, CANDIDATE_LANG]
+ITEM = QUERY_ID
 
 
 def summary_key(setting: str, measure: str) -> str:
     """The ``LareqaResult.summary`` key that :func:`run_statistic` reproduces."""
-    if measure == "rank_distance":
-        return "rank_distance"
-    if setting == BITEXT_SETTING and measure == "correct@1":
+    if measure == RANK_DISTANCE:
+        return RANK_DISTANCE
+    if setting == BITEXT_SETTING and measure == CORRECT_AT_1:
         return "accuracy"
-    return f"{setting}_{'map' if measure == 'ap' else measure}"
+    return reported_key(setting, public_metric(measure))
 
 
 def _check_rows(per_query: pd.DataFrame, setting: str, measure: str) -> None:
@@ -75,18 +89,18 @@ def _check_rows(per_query: pd.DataFrame, setting: str, measure: str) -> None:
             raise ValueError(f"measure {measure!r} does not exist in bitext rows; choose from {BITEXT_MEASURES}")
     elif measure not in MEASURES:
         raise ValueError(f"measure {measure!r} unknown; choose from {MEASURES}")
-    if measure == "rank_distance" and setting != "multi":
+    if measure == RANK_DISTANCE and setting != MULTI:
         raise ValueError(f"measure 'rank_distance' exists in the multi setting only, not {setting!r}")
-    missing = sorted({"setting", *CELL_KEYS, ITEM, measure} - set(per_query.columns))
+    missing = sorted({SETTING, *CELL_KEYS, ITEM, measure} - set(per_query.columns))
     if missing:
         raise ValueError(f"per-query rows lack columns {missing} (have {list(per_query.columns)})")
-    if "dataset" in per_query.columns and per_query["dataset"].nunique() > 1:
-        raise ValueError(f"per-query rows mix datasets {sorted(per_query['dataset'].unique())}; pass one dataset")
+    if DATASET in per_query.columns and per_query[DATASET].nunique() > 1:
+        raise ValueError(f"per-query rows mix datasets {sorted(per_query[DATASET].unique())}; pass one dataset")
 
 
 def _usable_rows(per_query: pd.DataFrame, setting: str, measure: str) -> pd.DataFrame:
     _check_rows(per_query, setting, measure)
-    rows = per_query[per_query["setting"] == setting]
+    rows = per_query[per_query[SETTING] == setting]
     # Rank distance is undefined (NaN) for single-relevant queries; the summary skips them.
     return rows[rows[measure].notna()]
 
@@ -108,7 +122,7 @@ def item_contributions(
         rows = rows[rows[ITEM].isin(set(items))]
     if rows.empty:
         raise ValueError(f"no per-query rows for setting={setting!r}, measure={measure!r}")
-    keys = ["query_lang"] if measure == "rank_distance" else CELL_KEYS
+    keys = [QUERY_LANG] if measure == RANK_DISTANCE else CELL_KEYS
     cell_size = rows.groupby(keys, sort=False)[ITEM].transform("size").to_numpy(dtype=float)
     n_cells = rows.groupby(keys, sort=False).ngroups
     weighted = rows[measure].to_numpy(dtype=float) / (n_cells * cell_size)

@@ -1,0 +1,59 @@
+"""Variance components of stored runs: the table ``study/run.py --plan`` sizes designs with.
+
+    python bench/variance_components.py /work/runs/aa-hybrid-8seeds     # writes study/costs/variance.json
+    python bench/variance_components.py RUN_DIR --output PATH
+
+Reads a study directory's per-query results (``results/per_query/<trial>.parquet``) and, per
+final dataset, LAReQA setting and claim measure, computes the crossed seeds x items components
+of :mod:`hybridir.evaluation.seed_item_variance` on the cells with >= 2 seeds (all runs of a cell
+that share its configuration: seed re-runs, and the search trial when nothing is tuned):
+
+* ``seed_sd``: the SD over seeds of one cell's run statistic (sqrt of the seed variance, pooled
+  over the cells with >= 2 seeds, df = sum (S_c - 1)): what ``design_mdd`` takes as ``seed_sd``;
+* ``ms_item`` / ``ms_resid``: the cell's item and residual (seed x item) mean squares (pooled);
+* ``item_var_unit``: the paired item term of a contrast per unit of sum(w^2), measured on the
+  contrast "trained (the cell's seeds) minus the untrained model" (``results/per_query/zero-shot``)
+  and halved (under independent item x configuration effects of equal variance per cell, a
+  contrast with weights w has item variance item_var_unit * sum(w^2)). A contrast between two
+  trained configurations differs less item by item than training from no training, so this is
+  an upper reference; 0 is the lower one (the item effects cancel exactly in an A/A contrast).
+
+The planner (:mod:`study.plan`) reads the JSON; ``--plan --resume DIR`` recomputes it from DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+DEFAULT_OUTPUT = REPO_ROOT / "study" / "costs" / "variance.json"
+
+
+def main(argv=None) -> None:
+    from study.plan import variance_components_of_run
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a study directory with results/per_query")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    args = parser.parse_args(argv)
+    table = variance_components_of_run(args.run)
+    table["meta"].update({"command": f"python bench/variance_components.py {args.run}",
+                          "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(table, indent=2) + "\n")
+    for entry in table["components"]:
+        print(f"{entry['dataset']:8s} {entry['setting']:5s} {entry['measure']:13s} seeds {entry['n_seeds']} "
+              f"items {entry['n_items']:5d} seed_sd {entry['seed_sd']:.5f} item_var_unit "
+              f"{entry['item_var_unit'] if entry['item_var_unit'] is not None else float('nan'):.3g}")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""``study/run.py --plan`` (study/plan.py): trial counts, the wall-time arithmetic on a synthetic
+cost table, the claims' minimum detectable differences against ``design_mdd`` on the shipped
+variance components, and clear errors. No Ray, no training."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from hybridir.evaluation.significance import design_mdd, slope_weights
+from study import plan as planning
+from study.spec import Claim, StudyConfigError, load_study
+
+COSTS = {
+    "meta": {"date": "synthetic", "load_average_before": [0.0, 0.0, 0.0]},
+    "train_step": {"fixed_s": 0.1, "per_pair_trained_layer_s": 0.01, "per_pair_frozen_layer_s": 0.002,
+                   "warm_hit_rate": 0.5},
+    "trial": {"ray_start_s": 10.0, "data_load_s": 2.0, "model_load_s": 3.0, "checkpoint_write_s": 1.0,
+              "validation_s": 0.5, "validation_per_pair_s": 0.001, "validation_batches": 4},
+    "evaluation": {"per_text_full_s": 0.01, "per_text_cached_s": {"2": 0.002, "4": 0.004}, "num_layers": 12},
+    "export": {"per_model_s": 5.0},
+    "study": {"ray_init_s": 8.0},
+    "workers": {"ddp_cpu_factor": 1.5},
+}
+
+
+@pytest.fixture(scope="module")
+def variance():
+    return planning.read_table(planning.VARIANCE_FILE, "variance-component table")
+
+
+@pytest.fixture(scope="module")
+def default_plan(variance):
+    return planning.build_plan(load_study("default"), costs=COSTS, variance=variance, cpus=2)
+
+
+def test_default_plan_counts_every_trial(default_plan):
+    spec = default_plan.spec
+    assert (default_plan.search_trials, default_plan.seed_trials) == (3, 9)
+    assert default_plan.seeds_per_cell == 4  # nothing tuned: the search trial + 3 re-runs
+    assert len(default_plan.trials) == 12 and {cell for _, cell, _ in default_plan.trials} == {0, 1, 2}
+    text = planning.format_plan(default_plan)
+    assert "trials: 12 = 3 cells x (1 search trial(s) + 3 seed re-run(s) per cell)" in text
+    assert "no Ray started" in text and len(spec.claims) == text.count("[compare] MDD")
+
+
+def test_step_and_text_costs_follow_the_table():
+    # c + B * (a K + b (L - K) (1 - h))
+    assert planning.step_seconds(COSTS, 16, 2, 12) == pytest.approx(0.1 + 16 * (0.01 * 2 + 0.002 * 10))
+    assert planning.step_seconds(COSTS, 16, 2, 12, hit_rate=0.5) == pytest.approx(0.1 + 16 * (0.02 + 0.01))
+    assert planning.step_seconds(COSTS, 32, None, 6) == pytest.approx(0.1 + 32 * 0.01 * 6)  # full fine-tuning
+    assert planning.step_seconds(COSTS, 16, 2, 12, workers=2) == pytest.approx(1.5 * 0.74)
+    assert planning.per_text_seconds(COSTS, 3, 12) == pytest.approx(0.003)  # between the measured K
+    assert planning.per_text_seconds(COSTS, 2, 6, full=True) == pytest.approx(0.005)  # depth-scaled
+    assert planning.per_text_seconds(COSTS, None, 12) == pytest.approx(0.01)
+
+
+def test_default_wall_time_is_the_tables_arithmetic(default_plan):
+    texts = default_plan.texts
+    assert texts["intermediate"] > 0 and texts["final"] > texts["intermediate"]
+
+    def trial(hit):
+        step = 0.1 + 16 * (0.01 * 2 + 0.002 * 10 * (1 - hit))
+        # validation: steps 10, 20, 30, 40 (log_every 10; the checkpoint at 40 is one of them)
+        return ((10 + 2 + 3) + 40 * step + 1 * 1.0 + 4 * 4 * 16 * 0.001 + 1 * texts["intermediate"] * 0.002
+                + texts["final"] * 0.002)
+
+    study = 8.0 + texts["final"] * 0.01 + 3 * (5.0 + 3.0)  # export per cell: model load + write
+    expected = study + trial(0.0) + 11 * trial(0.5)  # one trial at a time on 2 cores (1 worker x 2 CPUs)
+    assert default_plan.concurrency == 1
+    assert default_plan.trials[0][2].total == pytest.approx(trial(0.0))
+    assert default_plan.wall_s == pytest.approx(expected)
+    assert f"{expected / 60:.1f} min" in planning.format_plan(default_plan)
+    assert planning.wall_seconds({"x": 10.0}, [30.0, 30.0, 40.0], 2) == pytest.approx(60.0)
+    assert planning.validations(40, 10, 40) == 4 and planning.validations(45, 10, 20) == 5  # 10 20 30 40 45
+
+
+def test_mdd_is_design_mdd_on_the_stored_components(default_plan, variance):
+    spec = default_plan.spec
+    for claim, planned in zip(spec.claims, default_plan.claims):
+        entry = planning._lookup(variance, claim.dataset, claim.setting, claim.measure)
+        weights = {"a": 1.0, "b": -1.0}
+        no_item = design_mdd(weights, 4, entry["seed_sd"], 0.0, entry["n_items"])
+        item_se = math.sqrt(entry["item_var_unit"] * 2)
+        with_item = design_mdd(weights, 4, entry["seed_sd"], item_se, entry["n_items"])
+        assert (planned.mdd_item0, planned.mdd_item) == pytest.approx((no_item, with_item))
+        assert (planned.mdd_low, planned.mdd_high) == pytest.approx(tuple(sorted((no_item, with_item))))
+        assert planned.mdd_low > 0
+
+
+def test_shipped_components_name_their_run(variance):
+    assert variance["meta"]["run"].endswith("aa-hybrid-8seeds")
+    cross = planning._lookup(variance, "xquad-r", "cross", "ap")
+    assert cross["n_seeds"] == 8 and cross["n_items"] == 1190 and 0 < cross["seed_sd"] < 0.01
+
+
+def _with_smallest_effect(claim: Claim, value: float) -> SimpleNamespace:
+    return SimpleNamespace(**{name: getattr(claim, name) for name in Claim.model_fields}, smallest_effect=value)
+
+
+def test_a_smallest_effect_below_the_mdd_is_flagged(variance):
+    spec = load_study("default")
+    claim = spec.claims[0]
+    low = planning.claim_mdd(spec, claim, variance, 4).mdd_low
+    small = planning.claim_mdd(spec, _with_smallest_effect(claim, low / 2), variance, 4)
+    assert small.verdict.startswith("CANNOT detect smallest_effect")
+    big = planning.claim_mdd(spec, _with_smallest_effect(claim, 1.0), variance, 4)
+    assert big.verdict.startswith("detects")
+
+
+def test_one_seed_per_cell_cannot_be_called(variance):
+    plan = planning.build_plan(load_study("default", ["search.seeds=0"]), costs=COSTS, variance=variance, cpus=2)
+    assert plan.seeds_per_cell == 1 and len(plan.trials) == 3
+    assert all(c.mdd_low is None and c.verdict.startswith("cannot be called") for c in plan.claims)
+
+
+def test_slope_weights_are_the_verdicts_ols_weights(variance):
+    spec = load_study("languages", profile="local")
+    claim = next(c for c in spec.claims if c.slope is not None and not c.untestable)
+    contrast = planning.WEIGHT_RULES["slope"](spec, claim)
+    cells = spec.cells()
+    xs = {c: float(cells[c][claim.slope.axis]) for c in contrast.terms[0].weights}
+    assert all(x >= claim.slope.from_ for x in xs.values())
+    expected = slope_weights({x: x for x in sorted(set(xs.values()))})
+    assert contrast.terms[0].weights == pytest.approx({c: expected[x] for c, x in xs.items()})
+
+
+def test_keyword_selectors_plan_a_representative_cell_and_say_so(variance):
+    spec = load_study("batch")
+    claim = spec.claims[0]
+    contrast = planning.WEIGHT_RULES["compare"](spec, claim)
+    weights = contrast.terms[0].weights
+    assert sum(w > 0 for w in weights.values()) == sum(w < 0 for w in weights.values()) == 4
+    assert any("chosen from the results" in note for note in contrast.notes)
+
+
+def test_an_unknown_claim_type_is_named():
+    with pytest.raises(StudyConfigError, match="no weight rule"):
+        planning.claim_kind(SimpleNamespace(id="odd", compare=None, slope=None))
+
+
+def test_a_studys_own_trials_replace_the_table(tmp_path, variance):
+    spec = load_study("default")
+    results = tmp_path / "results"
+    results.mkdir()
+    rows = [{"trial_id": f"t{i}", "status": "completed", "phase": "search", "cell": i, "train/step": 40,
+             "phase_s/steps": 40 * 2.0, "phase_s/ray_start": 20.0, "phase_s/data_load": 1.0,
+             "phase_s/model_load": 1.0, "phase_s/checkpoint_write": 2.0, "phase_s/final_eval": 50.0,
+             "wall_time_s": 200.0} for i in range(2)]
+    (results / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plan = planning.build_plan(spec, costs=COSTS, variance=variance, study_dir=tmp_path, cpus=2)
+    assert plan.done_trial_ids == {"t0", "t1"}
+    cell0 = next(cost for _, cell, cost in plan.trials if cell == 0)
+    assert cell0.parts["steps"] == pytest.approx(80.0) and cell0.parts["ray_start"] == pytest.approx(20.0)
+    assert cell0.parts["final_eval"] == pytest.approx(50.0)
+    assert cell0.parts["other"] == pytest.approx(200.0 - (80 + 20 + 1 + 1 + 2 + 50))
+    assert plan.remaining_s < plan.wall_s
+    assert any("finished trial(s) of this study" in note for note in plan.notes)
+
+
+def test_cli_plan_and_clear_errors(capsys):
+    from study.run import main
+
+    assert main(["--study", "default", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "trials: 12" in out and "estimated wall time on this machine" in out and "hybrid-beats-xx-cross" in out
+    assert main(["--study", "no-such-study", "--plan"]) == 2
+    assert "unknown study 'no-such-study'" in capsys.readouterr().err
+    assert main(["--study", "default", "--profile", "nope", "--plan"]) == 2
+    assert "--profile 'nope'" in capsys.readouterr().err
+
+
+def test_a_broken_cost_table_is_named(tmp_path):
+    path = tmp_path / "costs.json"
+    path.write_text("{")
+    with pytest.raises(StudyConfigError, match="not valid JSON"):
+        planning.read_table(path, "cost table")
+    with pytest.raises(StudyConfigError, match="train_step"):
+        planning.step_seconds({}, 16, 2, 12)
+
+
+def test_noisy_text_costs_never_make_more_layers_cheaper():
+    costs = {**COSTS, "evaluation": {**COSTS["evaluation"], "per_text_cached_s": {"2": 0.004, "4": 0.002}}}
+    assert planning.per_text_seconds(costs, 2, 12) == pytest.approx(0.004)  # measured points as they are
+    assert planning.per_text_seconds(costs, 3, 12) == pytest.approx(0.003)  # between: their mean
+    assert planning.per_text_seconds(costs, 6, 12) == pytest.approx(0.003)
