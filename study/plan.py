@@ -187,10 +187,12 @@ def count_texts(settings, seed: int = 0) -> int:
     """Distinct texts one evaluation set encodes (queries + candidates, as encode_corpus does)."""
     from hybridir.evaluation import build_evaluator
 
-    key = (settings.dataset, tuple(settings.languages or ()), settings.max_queries, seed)
+    groups = settings.article_groups()  # XQuAD-R's held-out articles (held_out_articles), else None
+    key = (settings.dataset, tuple(settings.languages or ()), settings.max_queries, seed,
+           None if groups is None else tuple(sorted(groups)))
     if key not in _TEXT_COUNTS:
         evaluator = build_evaluator(settings.dataset, languages=settings.languages, max_queries=settings.max_queries,
-                                    seed=seed)
+                                    seed=seed, groups=groups)
         corpus = evaluator.corpus
         queries = {text for items in corpus.queries.values() for text in items.values()}
         candidates = {text for items in corpus.candidates.values() for text in items.values()}
