@@ -17,6 +17,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class ArticleHoldout(_Strict):
+    """A seeded set of XQuAD articles held out of training for evaluation on XQuAD-R.
+
+    The set is ``choose_groups(<XQuAD's 48 article titles>, fraction, seed)``
+    (:func:`hybridir.data.xquad.held_out_articles`); XQuAD and XQuAD-R share their titles, so
+    the same (fraction, seed) in ``data.holdout_articles`` (training drops them) and in a
+    study's ``evaluation.*.held_out_articles`` (evaluation keeps only them) name the same articles.
+    """
+
+    fraction: float = Field(..., gt=0.0, lt=1.0, description="share of the 48 XQuAD articles held out")
+    seed: int = Field(0, description="seed of the article choice")
+
+
 class DataConfig(_Strict):
     source: str = Field("ntrex", description="training source in the dataset registry (ntrex, xquad, ...)")
     languages: list[str] | None = Field(None, description="explicit training languages (any code scheme)")
@@ -31,6 +44,16 @@ class DataConfig(_Strict):
     )
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="documents held out for validation")
     split_seed: int = 0
+    exclude_articles: list[str] = Field(
+        default_factory=list,
+        description="further documents/articles never trained on, by group name (e.g. the XQuAD articles "
+        "MLQA-R shares: Harvard_University, Prime_number)",
+    )
+    holdout_articles: ArticleHoldout | None = Field(
+        None,
+        description="XQuAD articles never trained on (dropped from the source before the validation split; "
+        "a source without those articles, e.g. NTREX, loses nothing)",
+    )
 
     @model_validator(mode="after")
     def _one_language_spec(self) -> "DataConfig":

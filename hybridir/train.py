@@ -53,7 +53,7 @@ from hybridir.checkpoint import (
     step_directory,
 )
 from hybridir.collate import collate_pairs
-from hybridir.config import TrainConfig
+from hybridir.config import DataConfig, TrainConfig
 from hybridir.data.types import ParallelPairs
 from hybridir.loss import InfoNCELoss
 from hybridir.model import BiEncoder, PairEncoder
@@ -107,6 +107,21 @@ class _Window:
         self.tokens += tokens
 
 
+def training_articles(pairs: ParallelPairs, data: DataConfig) -> ParallelPairs:
+    """``pairs`` without the XQuAD articles ``data.holdout_articles`` holds out for evaluation and
+    without ``data.exclude_articles`` (unchanged when neither is set; a source without those
+    articles loses nothing). The pre-Ray leakage guard (study/checks.py) applies the same function."""
+    if data.holdout_articles is None and not data.exclude_articles:
+        return pairs
+    from hybridir.data.splits import drop_groups
+    from hybridir.data.xquad import held_out_articles
+
+    dropped = set(data.exclude_articles)
+    if data.holdout_articles is not None:
+        dropped |= held_out_articles(data.holdout_articles.fraction, data.holdout_articles.seed)
+    return drop_groups(pairs, dropped, f"{pairs.name}/training-articles")
+
+
 def train(
     config: TrainConfig,
     output_dir: str | Path,
@@ -139,6 +154,7 @@ def train(
         pairs = load_train_source(config.data.source)
     from hybridir.data.splits import split_by_group
 
+    pairs = training_articles(pairs, config.data)
     train_pairs, validation_pairs = split_by_group(pairs, config.data.validation_fraction, config.data.split_seed)
     pool = TrainingPool.from_config(train_pairs, config.data)
     sampler = HybridBatchSampler.from_config(pool, config.batching, config.seed, rank, world_size)

@@ -249,21 +249,49 @@ def check_search_metric(spec: StudySpec) -> None:
 
 
 def check_leakage(spec: StudySpec) -> None:
-    """No training source of the study shares a question, article or document with an evaluation set.
+    """No cell's training data shares a question, article or document with an evaluation set.
 
-    The whole source is checked (a superset of any trial's training split), so a study whose
-    training and evaluation data overlap fails before the first trial, not after a reviewer
-    notices inflated numbers.
+    Each cell's whole training source after its article restrictions (``data.holdout_articles``,
+    ``data.exclude_articles``: :func:`hybridir.train.training_articles`, what the trainer applies)
+    is checked -- a superset of any trial's training split -- against every evaluation set as
+    evaluated (an XQuAD-R ``held_out_articles`` setting keeps only the held-out articles). A study
+    whose training and evaluation data overlap fails before Ray starts, naming the cell, the field
+    and the overlap, not after a reviewer notices inflated numbers.
     """
-    sources = sorted({spec.train_config(cell).data.source for cell in spec.cells() or [{}]})
-    datasets = sorted({spec.evaluation.intermediate.dataset, *(final.dataset for final in spec.evaluation.final)})
-    for source in sources:
-        pairs = load_train_source(source)
-        for dataset in datasets:
+    from hybridir.data.splits import keep_groups
+    from hybridir.train import training_articles
+
+    evaluations = [("evaluation.intermediate", spec.evaluation.intermediate)]
+    evaluations += [(f"evaluation.final[{i}]", final) for i, final in enumerate(spec.evaluation.final)]
+    corpora: dict[tuple, object] = {}
+    checked: set[tuple] = set()
+    for cell in spec.cells() or [{}]:
+        data = spec.train_config(cell).data
+        key = (data.source, data.holdout_articles and data.holdout_articles.model_dump_json(),
+               tuple(sorted(data.exclude_articles)))
+        if key in checked:
+            continue
+        checked.add(key)
+        where = ", ".join(f"axes[{k!r}]={v!r}" for k, v in cell.items()) or "base"
+        pairs = training_articles(load_train_source(data.source), data)
+        for field, settings in evaluations:
+            corpus_key = (settings.dataset, settings.held_out_articles and settings.held_out_articles.model_dump_json())
+            if corpus_key not in corpora:
+                corpus = load_eval_set(settings.dataset)
+                groups = settings.article_groups()
+                corpora[corpus_key] = corpus if groups is None else keep_groups(corpus, groups, f"{corpus.name}/held-out")
             try:
-                check_no_leakage(pairs, load_eval_set(dataset))
+                check_no_leakage(pairs, corpora[corpus_key])
             except LeakageError as exc:
-                raise StudyConfigError(f"data.source={source!r} leaks into evaluation dataset {dataset!r}: {exc}") from exc
+                held_out = settings.held_out_articles
+                raise StudyConfigError(
+                    f"{where}: data.source={data.source!r} (data.holdout_articles="
+                    f"{data.holdout_articles and data.holdout_articles.model_dump()}, data.exclude_articles="
+                    f"{data.exclude_articles}) leaks into {field} dataset {settings.dataset!r} ({field}."
+                    f"held_out_articles={held_out and held_out.model_dump()}): {exc}. Train on other articles "
+                    "(data.holdout_articles with the same fraction and seed as the evaluation's held_out_articles; "
+                    "data.exclude_articles for articles another set shares) or evaluate other ones"
+                ) from exc
 
 
 def check_output_dir(path: str | Path, field: str = "--output") -> Path:

@@ -20,7 +20,9 @@ No Ray, no training: the plan is arithmetic over the validated study and two tab
   numbers with their own ``phase_s/*`` timings (:func:`costs_from_results`), and only what is
   left is added up.
 * **Minimum detectable difference** (MDD) per claim: the claim's contrast weights over cells
-  (:data:`WEIGHT_RULES`, one rule per claim type), the design's seeds per cell and the seed x
+  (:func:`study.spec.claim_cell_weights`, the verdicts' rule, for every claim shape) and its
+  per-run statistic (:func:`study.verdicts.claim_statistic`: one term per dataset and setting
+  it combines, added as independent, with a note where that is approximate), the design's seeds per cell and the seed x
   item variance components of earlier runs (:data:`VARIANCE_FILE`, written by
   ``bench/variance_components.py``; from a study directory, its own) go into
   :func:`hybridir.evaluation.significance.design_mdd`. A range over two item terms: 0 (the
@@ -43,10 +45,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hybridir.evaluation.vocabulary import AP, DATASET, MULTI, RANK_DISTANCE, SETTING, SETTINGS
 from study.spec import StudyConfigError, StudySpec
 from study.vocabulary import (
     CELL,
     COMPLETED,
+    MEASURE,
     PHASE,
     PHASES,
     SEEDS,
@@ -61,8 +65,7 @@ COSTS_DIR = Path(__file__).resolve().parent / "costs"
 COST_FILE = COSTS_DIR / "this-machine.json"
 VARIANCE_FILE = COSTS_DIR / "variance.json"
 PHASE_PREFIX = "phase_s/"  # hybridir.timing.PREFIX (not imported: hybridir.timing is torch-free, but keep plan light)
-CLAIM_MEASURES_FOR_TABLE = ("ap", "ndcg@10", "r@1", "r@10", "rank_distance")
-SETTINGS = ("mono", "cross", "multi")
+CLAIM_MEASURES_FOR_TABLE = (AP, "ndcg@10", "r@1", "r@10", RANK_DISTANCE)
 
 
 # ---------------------------------------------------------------------------- tables
@@ -184,10 +187,12 @@ def count_texts(settings, seed: int = 0) -> int:
     """Distinct texts one evaluation set encodes (queries + candidates, as encode_corpus does)."""
     from hybridir.evaluation import build_evaluator
 
-    key = (settings.dataset, tuple(settings.languages or ()), settings.max_queries, seed)
+    groups = settings.article_groups()  # XQuAD-R's held-out articles (held_out_articles), else None
+    key = (settings.dataset, tuple(settings.languages or ()), settings.max_queries, seed,
+           None if groups is None else tuple(sorted(groups)))
     if key not in _TEXT_COUNTS:
         evaluator = build_evaluator(settings.dataset, languages=settings.languages, max_queries=settings.max_queries,
-                                    seed=seed)
+                                    seed=seed, groups=groups)
         corpus = evaluator.corpus
         queries = {text for items in corpus.queries.values() for text in items.values()}
         candidates = {text for items in corpus.candidates.values() for text in items.values()}
@@ -248,59 +253,84 @@ def _cell_label(spec: StudySpec, cell: int) -> str:
     return ", ".join(f"{path}={value}" for path, value in axes.items()) or "the single cell"
 
 
-def _side_cells(spec: StudySpec, selector: dict, notes: list[str], avoid: set[int] = frozenset()) -> list[int]:
-    """The cells one side stands for; a keyword ("best", ...) cannot be resolved before the
-    run: one representative cell per group of the other open axes (any cell gives the same
-    design SE: the design gives every cell the same seeds and seed variance), other than the
-    cells of ``avoid`` (the other side's) where the group has one."""
+def _keyword_notes(spec: StudySpec, claim: Any, weights: dict[int, float]) -> list[str]:
+    """A note per keyword selector ("best", ...): chosen from the results, planned with the
+    representative cell of each group that :func:`study.spec.claim_cell_weights` stands in with."""
     from study.question import selector_keywords
 
     keywords = selector_keywords()
-    cells = spec.cells() or [{}]
-    fixed = {p: v for p, v in selector.items() if v not in keywords}
-    matching = [i for i, axes in enumerate(cells) if all(axes.get(p) == v for p, v in fixed.items())]
-    chosen = [(p, v) for p, v in selector.items() if v in keywords]
-    if not chosen:
-        return matching
-    path, keyword = chosen[0]
-    open_axes = [p for p in spec.axes if p not in selector]
-    groups: dict[tuple, list[int]] = {}
-    for cell in matching:
-        groups.setdefault(tuple(repr(cells[cell][p]) for p in open_axes), []).append(cell)
-    picks = [next((c for c in members if c not in avoid), members[0]) for members in groups.values()]
-    notes.append(f"{path}={keyword!r} is chosen from the results: planned with one representative cell per "
-                 f"group (cells {', '.join(map(str, picks))}), equal weights")
-    return picks
+    selectors = ([claim.compare.a, claim.compare.b] if claim.compare is not None
+                 else [term.cell for term in claim.contrast] if claim.contrast is not None else [])
+    notes = []
+    for selector in selectors:
+        for path, value in selector.items():
+            if value in keywords:
+                notes.append(f"{path}={value!r} is chosen from the results: planned with one representative cell "
+                             f"per group, equal weights (cells {', '.join(map(str, sorted(weights)))})")
+                break
+    return notes
 
 
-@weight_rule("compare")
-def _compare_weights(spec: StudySpec, claim: Any) -> PlannedContrast:
-    notes: list[str] = []
-    weights: dict[int, float] = {}
-    for selector, sign in ((claim.compare.a, 1.0), (claim.compare.b, -1.0)):
-        cells = _side_cells(spec, selector, notes, avoid=set(weights))
-        if not cells:
-            raise StudyConfigError(f"claim {claim.id!r}: no grid cell matches {selector}")
-        for cell in cells:
-            weights[cell] = weights.get(cell, 0.0) + sign / len(cells)
-    weights = {c: w for c, w in weights.items() if abs(w) > 1e-12}
-    return PlannedContrast([Term(claim.dataset, claim.setting, claim.measure, weights)], notes)
+def _statistic_terms(claim: Any, weights: dict[int, float]) -> PlannedContrast:
+    """The claim's per-run statistic (:func:`study.verdicts.claim_statistic`) over the cell
+    weights: one term per (dataset, setting) it combines, each with the components of its own
+    table row; the terms are added as independent (notes say where that is approximate)."""
+    from study.verdicts import claim_statistic
+
+    statistic = claim_statistic(claim)
+    terms = [Term(dataset, setting, statistic.measure, {c: sign * share * w for c, w in weights.items()})
+             for dataset, sign in statistic.datasets.items() for setting, share in statistic.metrics.items()]
+    notes = []
+    if len(statistic.datasets) > 1:
+        first, second = statistic.datasets
+        notes.append(f"minus_dataset: variance = {first} terms + {second} terms (item terms: different questions, "
+                     f"independent); seed term: the within-run difference, with components stored per dataset "
+                     f"only planned as the independent sum: approximate, conservative when the two datasets' "
+                     f"seed effects correlate positively")
+    if len(statistic.metrics) > 1:
+        combination = " ".join(f"{w:+g} {s}" for s, w in statistic.metrics.items())
+        notes.append(f"metric_weights ({combination}): the settings' components combined as independent; their "
+                     f"correlation within a run (same model, same questions) is ignored: approximate")
+    if statistic.worst_of is not None:
+        notes.append(f"approximate: per-language components not stored; worst_language "
+                     f"{list(statistic.worst_of)} planned with the overall components of each dataset and setting "
+                     f"(one language's items are fewer and the minimum is not a linear contrast)")
+    return PlannedContrast(terms, notes)
 
 
-@weight_rule("slope")
-def _slope_weights(spec: StudySpec, claim: Any) -> PlannedContrast:
-    from hybridir.evaluation.significance import slope_weights
+def _cell_weights(spec: StudySpec, claim: Any) -> PlannedContrast:
+    """The one rule: :func:`study.spec.claim_cell_weights` (what the verdicts weight the cells
+    with), then the claim's statistic over them."""
+    from study.spec import claim_cell_weights
 
-    axis, cells = claim.slope.axis, spec.cells()
-    where = claim.slope.where
-    members = [i for i, axes in enumerate(cells)
-               if all(axes.get(p) == v for p, v in where.items()) and axes[axis] >= claim.slope.from_]
-    by_x: dict[float, list[int]] = {}
-    for cell in members:
-        by_x.setdefault(float(cells[cell][axis]), []).append(cell)
-    per_x = slope_weights({x: x for x in by_x})
-    weights = {cell: per_x[x] / len(group) for x, group in by_x.items() for cell in group}
-    return PlannedContrast([Term(claim.dataset, claim.setting, claim.measure, weights)], [])
+    from study.question import selector_keywords
+
+    # A keyword side stands in with one cell per group, other than the cells the claim's other
+    # sides take (both sides "best" / "recommended" would otherwise pick the same cell and cancel).
+    keywords = selector_keywords()
+    selectors = ([claim.compare.a, claim.compare.b] if claim.compare is not None
+                 else [term.cell for term in claim.contrast] if claim.contrast is not None else [])
+    taken: set[int] = set()
+    for selector in selectors:
+        if not any(value in keywords for value in selector.values()):
+            taken |= set(spec._matching_cells(selector))
+
+    def representative(keyword: str, path: str, members: list[int]) -> list[int]:
+        chosen = next((cell for cell in members if cell not in taken), members[0])
+        taken.add(chosen)
+        return [chosen]
+
+    try:
+        weights = claim_cell_weights(spec, claim, pick=representative)
+    except ValueError as exc:
+        raise StudyConfigError(str(exc)) from None
+    planned = _statistic_terms(claim, weights)
+    planned.notes[:0] = _keyword_notes(spec, claim, weights)
+    return planned
+
+
+for _kind in ("compare", "slope", "contrast"):  # the claim shapes claim_cell_weights covers
+    weight_rule(_kind)(_cell_weights)
 
 
 # ---------------------------------------------------------------------------- variance components
@@ -355,13 +385,13 @@ def variance_components_of_run(run_dir: Path) -> dict:
     for final in spec.evaluation.final:
         for setting in SETTINGS:
             for measure in CLAIM_MEASURES_FOR_TABLE:
-                if measure == "rank_distance" and setting != "multi":
+                if measure == RANK_DISTANCE and setting != MULTI:
                     continue
                 entry = _components(frames, zero, final.dataset, setting, measure, cell_anova, contrast_variance,
                                     item_matrices)
                 if entry is not None:
-                    components.append({"dataset": final.dataset, "languages": final.languages,
-                                       "max_queries": final.max_queries, "setting": setting, "measure": measure,
+                    components.append({DATASET: final.dataset, "languages": final.languages,
+                                       "max_queries": final.max_queries, SETTING: setting, MEASURE: measure,
                                        **entry})
     return {"meta": {"what": "seed x item variance components for study/run.py --plan (study/plan.py)",
                      "run": str(run_dir), "study": spec.name,
@@ -375,14 +405,14 @@ def _components(frames, zero, dataset, setting, measure, cell_anova, contrast_va
     seed_ss = seed_df = resid_ss = resid_df = item_ss = item_df = 0.0
     item_units, n_items, n_seeds = [], None, 0
     for cell, runs in frames.items():
-        rows = {tid: f[f["dataset"] == dataset] for tid, f in runs.items()}
+        rows = {tid: f[f[DATASET] == dataset] for tid, f in runs.items()}
         if any(r.empty or measure not in r.columns or r[measure].isna().all() for r in rows.values()):
             return None
         try:
-            matrices, _, shared, _ = item_matrices({"cell": rows}, setting, measure)
+            matrices, _, shared, _ = item_matrices({CELL: rows}, setting, measure)
         except ValueError:
             return None
-        anova = cell_anova(matrices["cell"])
+        anova = cell_anova(matrices[CELL])
         seed_ss += anova.seed_df * anova.seed_variance
         seed_df += anova.seed_df
         resid_ss += anova.resid_df * anova.ms_resid
@@ -392,7 +422,7 @@ def _components(frames, zero, dataset, setting, measure, cell_anova, contrast_va
         n_items = anova.n_items if n_items is None else min(n_items, anova.n_items)
         n_seeds += anova.n_seeds
         if zero is not None:
-            zrows = zero[zero["dataset"] == dataset]
+            zrows = zero[zero[DATASET] == dataset]
             try:
                 both, _, _, _ = item_matrices({"trained": rows, "untrained": {0: zrows}}, setting, measure)
                 cv = contrast_variance(both, {"trained": 1.0, "untrained": -1.0}, pool_seeds=True)
@@ -407,7 +437,7 @@ def _components(frames, zero, dataset, setting, measure, cell_anova, contrast_va
 
 def _lookup(variance: dict, dataset: str, setting: str, measure: str) -> dict | None:
     for entry in variance.get("components", []):
-        if (entry.get("dataset"), entry.get("setting"), entry.get("measure")) == (dataset, setting, measure):
+        if (entry.get(DATASET), entry.get(SETTING), entry.get(MEASURE)) == (dataset, setting, measure):
             return entry
     return None
 
@@ -479,8 +509,7 @@ def claim_mdd(spec: StudySpec, claim: Any, variance: dict, seeds: int) -> ClaimP
                     notes.append(f"involving {claim.involving}: components are of all language pairs")
         else:
             bounds.append(minimum_detectable_difference(math.sqrt(variance_sum), df=min(dfs)))
-    if len(planned.terms) > 1:
-        notes.append("terms combined as independent (items differ across datasets; shared seeds ignored)")
+    notes = list(dict.fromkeys(notes))  # one per term otherwise
     # Not monotone in the item term: its ~n degrees of freedom raise the effective df, so the
     # t quantile can fall by more than the SE grows (few seeds). Report the range.
     no_item, with_item = bounds[0], bounds[1] if len(bounds) > 1 else None
@@ -604,9 +633,9 @@ def build_plan(spec: StudySpec, costs: dict | None = None, variance: dict | None
         notes += more
         try:
             own = variance_components_of_run(study_dir)
-            keys = {(e["dataset"], e["setting"], e["measure"]) for e in own["components"]}
+            keys = {(e[DATASET], e[SETTING], e[MEASURE]) for e in own["components"]}
             variance = {"meta": own["meta"], "components": own["components"] + [
-                e for e in variance.get("components", []) if (e["dataset"], e["setting"], e["measure"]) not in keys]}
+                e for e in variance.get("components", []) if (e[DATASET], e[SETTING], e[MEASURE]) not in keys]}
             variance_source = f"{study_dir} (its own results; the shipped table for the rest)"
         except StudyConfigError as exc:
             notes.append(f"variance components: shipped table ({exc})")

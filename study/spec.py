@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from hybridir.config import TrainConfig
+from hybridir.config import ArticleHoldout, TrainConfig
 from hybridir.evaluation.vocabulary import ACCURACY, AP, BITEXT, CROSS_MAP, MULTI, RANK_DISTANCE
 from hybridir.evaluation.vocabulary import SETTINGS as LAREQA_SETTINGS
 from hybridir.overrides import OverrideError, parse_assignment, read_yaml_mapping, set_dotted
@@ -104,10 +104,33 @@ class SearchSettings(_Strict):
     )
 
 
+# The evaluation set whose articles XQuAD training can hold out (they share their 48 titles).
+HELD_OUT_DATASET = "xquad-r"
+
+
 class EvalSetSettings(_Strict):
     dataset: str
     languages: list[str] | None = Field(None, description="language subset (None: all)")
     max_queries: int | None = Field(None, ge=1, description="queries per language (None: all)")
+    held_out_articles: ArticleHoldout | None = Field(
+        None,
+        description="xquad-r only: evaluate only the XQuAD articles that data.holdout_articles with the same "
+        "fraction and seed keeps out of training (None: every article)",
+    )
+
+    @model_validator(mode="after")
+    def _held_out_on_xquad_r(self) -> "EvalSetSettings":
+        if self.held_out_articles is not None and self.dataset != HELD_OUT_DATASET:
+            raise ValueError(f"held_out_articles applies to dataset {HELD_OUT_DATASET!r} only (got {self.dataset!r})")
+        return self
+
+    def article_groups(self) -> set[str] | None:
+        """The article groups this set is restricted to (None: all)."""
+        if self.held_out_articles is None:
+            return None
+        from hybridir.data.xquad import held_out_articles
+
+        return held_out_articles(self.held_out_articles.fraction, self.held_out_articles.seed)
 
 
 class IntermediateEval(EvalSetSettings):

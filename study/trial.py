@@ -103,7 +103,8 @@ def trial_train_config(spec: StudySpec, config: dict) -> TrainConfig:
 
 def set_evaluator(settings: EvalSetSettings, seed: int = 0) -> Evaluator:
     """The evaluator of one study evaluation set (its kind from the registry)."""
-    return build_evaluator(settings.dataset, languages=settings.languages, max_queries=settings.max_queries, seed=seed)
+    return build_evaluator(settings.dataset, languages=settings.languages, max_queries=settings.max_queries, seed=seed,
+                           groups=settings.article_groups())
 
 
 def _scalar_summary(summary: dict, prefix: str) -> dict[str, float]:

@@ -306,7 +306,7 @@ def verdict_markdown(table: pd.DataFrame) -> list[str]:
               "smallest detectable difference: 80% power, two-sided 0.05 on t with the contrast's effective "
               "degrees of freedom (docs/metrics.md, \"Paired comparisons and verdicts\"; calibration: "
               "bench/README.md)."]
-    special = table[(table["setting"].astype(str).str.contains(" ")) | (table["dataset"].astype(str).str.contains(" - "))
+    special = table[(table[SETTING].astype(str).str.contains(" ")) | (table[DATASET].astype(str).str.contains(" - "))
                     | (table["worst_language"].fillna("").astype(str) != "")] if "worst_language" in table else table[:0]
     if not special.empty:
         lines += ["", "Claims on a combination of settings (\"multi - cross\"), on a difference of two datasets "

@@ -97,8 +97,8 @@ def test_shipped_components_name_their_run(variance):
     assert cross["n_seeds"] == 8 and cross["n_items"] == 1190 and 0 < cross["seed_sd"] < 0.01
 
 
-def _with_smallest_effect(claim: Claim, value: float) -> SimpleNamespace:
-    return SimpleNamespace(**{name: getattr(claim, name) for name in Claim.model_fields}, smallest_effect=value)
+def _with_smallest_effect(claim: Claim, value: float) -> Claim:
+    return Claim.model_validate({**claim.model_dump(by_alias=True), "smallest_effect": value})
 
 
 def test_a_smallest_effect_below_the_mdd_is_flagged(variance):
@@ -187,3 +187,81 @@ def test_noisy_text_costs_never_make_more_layers_cheaper():
     assert planning.per_text_seconds(costs, 2, 12) == pytest.approx(0.004)  # measured points as they are
     assert planning.per_text_seconds(costs, 3, 12) == pytest.approx(0.003)  # between: their mean
     assert planning.per_text_seconds(costs, 6, 12) == pytest.approx(0.003)
+
+
+# --- every claim type: the planned weights are claim_cell_weights, the statistic per type ------
+def _variant(claim: Claim, **changes) -> Claim:
+    return Claim.model_validate({**claim.model_dump(by_alias=True, exclude_none=True), **changes})
+
+
+def _claim_cases():
+    default = load_study("default")
+    compare = default.claims[0]
+    languages = load_study("languages")
+    slope = next(c for c in languages.claims if c.slope is not None and not c.untestable and not c.minus_dataset)
+    minus = next(c for c in languages.claims if c.minus_dataset and not c.untestable)
+    scale = load_study("scale")
+    contrast = next(c for c in scale.claims if c.contrast is not None)
+    ratio = load_study("ratio")
+    worst = next(c for c in ratio.claims if c.worst_language)
+    slope_dict = slope.slope.model_dump(by_alias=True)
+    values = sorted(float(cell[slope.slope.axis]) for cell in languages.cells())
+    log_range = {**slope_dict, "scale": "log2", "from": values[1], "to": values[-2]}
+    return [
+        ("compare", default, compare, None),
+        ("slope", languages, slope, None),
+        ("slope", languages, _variant(slope, slope=log_range), None),
+        ("contrast", scale, contrast, None),
+        (planning.claim_kind(minus), languages, minus, "minus_dataset: variance ="),
+        ("compare", default, _variant(compare, setting=None, metric_weights={"multi": 1.0, "cross": -1.0}),
+         "correlation within a run"),
+        ("compare" if worst.compare is not None else ("slope" if worst.slope is not None else "contrast"), ratio,
+         worst, "approximate: per-language components not stored"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_every_claim_type_plans_claim_cell_weights_and_its_statistic(case, variance):
+    from study.spec import claim_cell_weights
+    from study.verdicts import claim_statistic
+
+    kind, spec, claim, note = _claim_cases()[case]
+    assert planning.claim_kind(claim) == kind
+    contrast = planning.WEIGHT_RULES[kind](spec, claim)
+    expected = claim_cell_weights(spec, claim)
+    statistic = claim_statistic(claim)
+    # one term per (dataset, setting) of the statistic, each the cell weights x its factor
+    assert len(contrast.terms) == len(statistic.datasets) * len(statistic.metrics)
+    for term in contrast.terms:
+        factor = statistic.datasets[term.dataset] * statistic.metrics[term.setting]
+        assert term.measure == claim.measure
+        assert term.weights == pytest.approx({c: factor * w for c, w in expected.items()})
+    assert abs(sum(expected.values())) < 1e-9 and expected
+    planned = planning.claim_mdd(spec, claim, variance, 3)
+    text = "\n".join(planned.notes)
+    if note is None:
+        assert not any(word in text for word in ("minus_dataset", "metric_weights", "per-language"))
+    else:
+        assert note in text
+
+
+@pytest.mark.parametrize("scale, log", [("log2", math.log2), ("log", math.log)])
+def test_a_log_slope_over_a_range_plans_ols_on_the_logs_within_the_range(scale, log, variance):
+    _, spec, claim, _ = _claim_cases()[2]
+    claim = _variant(claim, slope={**claim.slope.model_dump(by_alias=True), "scale": scale})
+    weights = planning.WEIGHT_RULES["slope"](spec, claim).terms[0].weights
+    cells = spec.cells()
+    xs = {c: float(cells[c][claim.slope.axis]) for c in weights}
+    assert min(xs.values()) >= claim.slope.from_ and max(xs.values()) <= claim.slope.to
+    assert len(weights) == len(cells) - 2  # the smallest and the largest value are outside [from, to]
+    expected = slope_weights({log(x): log(x) for x in set(xs.values())})
+    assert weights == pytest.approx({c: expected[log(x)] for c, x in xs.items()})
+
+
+def test_the_plan_prints_the_statistic_notes(variance):
+    spec = load_study("default")
+    combined = _variant(spec.claims[0], setting=None, metric_weights={"multi": 1.0, "cross": -1.0})
+    spec = spec.model_copy(update={"claims": [combined]})
+    text = planning.format_plan(planning.build_plan(spec, costs=COSTS, variance=variance, cpus=2))
+    assert "note: metric_weights (+1 multi -1 cross)" in text and "approximate" in text
+    assert "contrast: " in text and text.count("[compare] MDD") == 1

@@ -270,7 +270,7 @@ def test_paper_report_tables_beside_the_published_rows(tmp_path):
             for dataset in ("xquad-r", "mlqa-r"):
                 for metric in metrics_of:
                     value = float(rng.uniform(100, 300) if metric == "rank_distance" else rng.uniform(0.3, 0.8))
-                    values.setdefault((axes["batching.alpha"], dataset, metric), []).append(value)
+                    values.setdefault((axes["data.source"], axes["batching.alpha"], dataset, metric), []).append(value)
                     metrics[f"final/{dataset}/{metric}"] = value
             metrics["model/display_name"] = "tiny model"
             store.append_trial(_trial(spec, f"c{cell}{phase}", cell, phase, metrics, seed=seed))
@@ -280,25 +280,29 @@ def test_paper_report_tables_beside_the_published_rows(tmp_path):
                                                             "query_id": ["q"], "ap": [0.4]}))
     out = build_reports(tmp_path)
     table1 = pd.read_csv(out / "paper_table1_map.csv")
-    ours = table1[table1["source"] == "ours"].set_index("sampling")
-    assert list(ours.index) == ["zero-shot", "X-X", "X-Y", "hybrid"]
-    for alpha, label in ((1.0, "X-X"), (0.0, "X-Y"), (0.5, "hybrid")):
-        assert ours.loc[label, "xquad-r Cr"] == pytest.approx(np.mean(values[(alpha, "xquad-r", "cross_map")]))
-        assert ours.loc[label, "mlqa-r Mo"] == pytest.approx(np.mean(values[(alpha, "mlqa-r", "mono_map")]))
-        assert str(ours.loc[label, "runs"]) == "2"
-    assert ours.loc["zero-shot", "mlqa-r Mul"] == pytest.approx(0.4)
-    paper = table1[table1["source"] != "ours"]
+    # One block of our rows per training source (the study sweeps data.source), then the zero-shot row.
+    assert list(table1["source"].iloc[:7]) == ["ours"] + ["ours (ntrex)"] * 3 + ["ours (xquad)"] * 3
+    assert table1.set_index("source").loc["ours", "mlqa-r Mul"] == pytest.approx(0.4)
+    for source in ("xquad", "ntrex"):
+        ours = table1[table1["source"] == f"ours ({source})"].set_index("sampling")
+        assert list(ours.index) == ["X-X", "X-Y", "hybrid"]
+        for alpha, label in ((1.0, "X-X"), (0.0, "X-Y"), (0.5, "hybrid")):
+            assert ours.loc[label, "xquad-r Cr"] == pytest.approx(np.mean(values[(source, alpha, "xquad-r", "cross_map")]))
+            assert ours.loc[label, "mlqa-r Mo"] == pytest.approx(np.mean(values[(source, alpha, "mlqa-r", "mono_map")]))
+            assert str(ours.loc[label, "runs"]) == "2"
+    paper = table1[~table1["source"].str.startswith("ours")]
     assert len(paper) == 6 and set(paper["model"]) == {"XLM-R", "LaBSE"} and set(paper["runs"]) == {"published"}
     published = {(r.model, r.sampling, r.dataset): r for r in spec.report.settings.published}
     for _, row in paper.iterrows():
         assert row["xquad-r Mul"] == pytest.approx(published[(row["model"], row["sampling"], "xquad-r")].multi_map)
         assert row["mlqa-r Cr"] == pytest.approx(published[(row["model"], row["sampling"], "mlqa-r")].cross_map)
     table2 = pd.read_csv(out / "paper_table2_rank_distance.csv")
-    hybrid_bias = table2[(table2["source"] == "ours") & (table2["sampling"] == "hybrid")]["mlqa-r rank distance"]
-    assert hybrid_bias.iloc[0] == pytest.approx(np.mean(values[(0.5, "mlqa-r", "rank_distance")]))
+    hybrid_bias = table2[(table2["source"] == "ours (xquad)") & (table2["sampling"] == "hybrid")]["mlqa-r rank distance"]
+    assert hybrid_bias.iloc[0] == pytest.approx(np.mean(values[("xquad", 0.5, "mlqa-r", "rank_distance")]))
     cells = pd.read_csv(out / "paper_cells.csv")
-    row = cells[(cells["sampling"] == "X-Y") & (cells["dataset"] == "xquad-r") & (cells["metric"] == "cross_map")].iloc[0]
-    seeds = values[(0.0, "xquad-r", "cross_map")]
+    row = cells[(cells["training"] == "ntrex") & (cells["sampling"] == "X-Y") & (cells["dataset"] == "xquad-r")
+                & (cells["metric"] == "cross_map")].iloc[0]
+    seeds = values[("ntrex", 0.0, "xquad-r", "cross_map")]
     half = stats.t.ppf(0.975, 1) * np.std(seeds, ddof=1) / np.sqrt(2)
     assert row["ci_low"] == pytest.approx(np.mean(seeds) - half) and row["ci_high"] == pytest.approx(np.mean(seeds) + half)
     assert row["delta_vs_zero_shot"] == pytest.approx(np.mean(seeds) - 0.4)

@@ -61,7 +61,7 @@ DATA_CASES = [
     ("more languages than NTREX has", edited("axes.data.num_languages", [5, 500]), "data.num_languages=500"),
     ("unknown training language", edited("data.languages", ["en", "xx"]), "data.languages"),
     ("unknown training source", edited("data.source", "ntrex256"), "data.source"),
-    ("training on the evaluated articles", edited("data.source", "xquad"), "data.source='xquad' leaks into evaluation dataset 'xquad-r'"),
+    ("training on the evaluated articles", edited("data.source", "xquad"), "leaks into evaluation.intermediate dataset 'xquad-r'"),
     ("low-resource language not evaluated", edited("report", {"builder": "ratio", "low_resource_languages": ["sw"]}),
      "report.low_resource_languages[0]"),
     # a bitext set has no cross_map: ASHA and Optuna would wait for a metric that never comes

@@ -15,6 +15,7 @@ import functools
 
 from hybridir.data.files import data_file, read_squad_articles, resolve
 from hybridir.data.lareqa import wiki_group
+from hybridir.data.splits import choose_groups
 from hybridir.data.types import ParallelPairs
 from hybridir.languages import canonical
 
@@ -70,3 +71,16 @@ def load_xquad(languages=None, mirror=None) -> ParallelPairs:
         queries=queries,
         passages=passages,
     )
+
+
+def xquad_articles(mirror=None) -> set[str]:
+    """The groups (``wiki_group`` of the article title) of XQuAD's articles; XQuAD-R has the same."""
+    return {wiki_group(title) for _question, _context, title in xquad_items("en", mirror).values()}
+
+
+def held_out_articles(fraction: float, seed: int, mirror=None) -> set[str]:
+    """The XQuAD articles held out by ``(fraction, seed)``: :func:`choose_groups` over XQuAD's
+    article groups. The one rule both sides use: training drops these articles
+    (``data.holdout_articles``), the XQuAD-R evaluation keeps only them
+    (``evaluation.*.held_out_articles``)."""
+    return choose_groups(xquad_articles(mirror), fraction, seed)

@@ -20,7 +20,7 @@ scored the same way wherever it appears.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -170,13 +170,19 @@ def build_evaluator(
     languages: Sequence[str] | None = None,
     max_queries: int | None = None,
     seed: int = 0,
+    groups: Collection[str] | None = None,
 ) -> Evaluator:
     """The evaluator of registered set ``dataset`` (its kind from the registry), restricted to
     ``languages`` (any code scheme; None: all) and a fixed-seed sample of ``max_queries`` item
-    ids (full candidate pools kept; None: all). Loads the data now, so a bad language or a
+    ids (full candidate pools kept; None: all); ``groups``: only the queries (and known candidates)
+    of these documents/articles. Loads the data now, so a bad language or a
     broken file fails before any model is touched."""
     kind = eval_set_kind(dataset)
     corpus = load_eval_set(dataset, languages=None if languages is None else list(languages))
+    if groups is not None:  # e.g. the held-out XQuAD articles (hybridir.data.xquad.held_out_articles)
+        from hybridir.data.splits import keep_groups
+
+        corpus = keep_groups(corpus, groups, f"{corpus.name}/held-out")
     if max_queries is not None:
         corpus = subset_corpus(corpus, max_queries=max_queries, seed=seed)
     return EVALUATORS[kind](corpus, name=dataset)

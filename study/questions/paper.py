@@ -64,9 +64,11 @@ def _ours(ctx: ReportContext) -> tuple[list[dict], str]:
                for dataset in ctx.final_datasets() for metric in (*TABLE1_METRICS, *TABLE2_METRICS)}
     records = []
     for _, row in summarize(ctx, list(columns.values())).iterrows():
-        alpha = ctx.spec.train_config(cell_axes(ctx, int(row[CELL]))).batching.effective_alpha
+        config = ctx.spec.train_config(cell_axes(ctx, int(row[CELL])))
+        alpha = config.batching.effective_alpha
         for (dataset, metric), column in columns.items():
-            records.append({"sampling": sampling_label(alpha), "alpha": alpha, DATASET: dataset, "metric": metric,
+            records.append({"training": config.data.source, "sampling": sampling_label(alpha), "alpha": alpha,
+                            DATASET: dataset, "metric": metric,
                             "mean": row[column], "ci_low": row[f"{column}_ci_low"],
                             "ci_high": row[f"{column}_ci_high"], "n_runs": int(row["n"])})
     return records, (models[0] if len(models) == 1 else ", ".join(models) or ctx.spec.base_config.model.name)
@@ -91,9 +93,9 @@ def _wide(records: pd.DataFrame, metrics: dict[str, str], datasets: list[str]) -
         if column not in wide:
             wide[column] = np.nan
     order = {name: i for i, name in enumerate(SAMPLING_ORDER)}
-    wide["_source"] = (wide["source"] != "ours").astype(int)  # ours first, then the paper's models
+    wide["_source"] = (~wide["source"].str.startswith("ours")).astype(int)  # ours first, then the paper's models
     wide["_sampling"] = wide["sampling"].map(order)
-    wide = wide.sort_values(["_source", "model", "_sampling"]).drop(columns=["_source", "_sampling"])
+    wide = wide.sort_values(["_source", "source", "model", "_sampling"]).drop(columns=["_source", "_sampling"])
     return wide[["source", "model", "sampling", "runs", *columns]].reset_index(drop=True)
 
 
@@ -112,7 +114,11 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
         long_rows.append({**record, "zero_shot": zero_value, "delta_vs_zero_shot": record["mean"] - zero_value, **paper})
     cells = pd.DataFrame(long_rows)
 
-    layout = [{"source": "ours", "model": model, "sampling": r["sampling"], "runs": r["n_runs"],
+    # One block of rows per training source when the study sweeps data.source (e.g. XQuAD QA
+    # pairs and NTREX sentence pairs): "ours (xquad)", "ours (ntrex)".
+    several = len({r["training"] for r in ours}) > 1
+    layout = [{"source": f"ours ({r['training']})" if several else "ours", "model": model,
+               "sampling": r["sampling"], "runs": r["n_runs"],
                DATASET: r[DATASET], "metric": r["metric"], "value": r["mean"]} for r in ours]
     if zero:
         for dataset in datasets:
