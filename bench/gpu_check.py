@@ -44,6 +44,7 @@ the GPU-only rows (NCCL, MFU) say ``skipped``.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import os
@@ -421,8 +422,12 @@ class Check:
                 p = {k: v.to(self.device) for k, v in model.tokenize(sample["passage"][:n], "passage", MAX_PASSAGE_LENGTH).items()}
                 InfoNCELoss(model.temperature)(*encoder(q, p)).backward()
                 grads.append([x.grad.detach().clone() for x in model.parameters() if x.grad is not None])
+                # DDP's Reducer must not hold the last reference to the process group when it is
+                # destroyed (its dealloc would then join gloo's thread with the GIL held: deadlock)
+                del encoder
             diff = max(float((a - b).abs().max()) for a, b in zip(*grads))
         finally:
+            gc.collect()
             dist.destroy_process_group()
         ok = total == 5.0 and diff < 1e-5
         label = f"{backend} 1-rank all-reduce on the device + DDP gradients vs unwrapped"

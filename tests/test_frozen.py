@@ -8,6 +8,7 @@ in one process and under 2-process DDP.
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -143,26 +144,36 @@ def test_padding_of_the_cached_batch_does_not_leak_into_embeddings(encoder_dir, 
 WORLD_SIZE = 2
 
 
+def _ddp_steps(rank: int, directory: str, cache: str) -> dict:
+    model = _partial(directory, cache).train()
+    ddp = DistributedDataParallel(PairEncoder(model))
+    queries, passages = model.tokenize(QUERIES, "query"), model.tokenize(PASSAGES, "passage")
+    share = slice(rank * len(QUERIES) // WORLD_SIZE, (rank + 1) * len(QUERIES) // WORLD_SIZE)
+    results = []
+    for _ in ("cold", "warm"):
+        model.zero_grad(set_to_none=True)
+        q, p = ddp({k: v[share] for k, v in queries.items()}, {k: v[share] for k, v in passages.items()})
+        loss = InfoNCELoss(0.05)(q, p)
+        loss.backward()
+        grads = {n: t.grad.clone() for n, t in model.named_parameters() if t.grad is not None}
+        results.append({"loss": loss.detach() / WORLD_SIZE, "grads": grads})
+        model.flush_activation_cache()
+        dist.barrier()  # the other rank's shard is on disk before the warm step
+    return {"results": results, "stats": model.bottom.cache_stats()}
+
+
 def _ddp_worker(rank: int, port: int, directory: str, cache: str, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+    # The DDP wrapper (its Reducer) is freed before destroy_process_group: holding the last
+    # reference to the gloo group, its dealloc would destroy the group with the GIL held while
+    # gloo's worker thread waits for the GIL to free a finished all-reduce (a deadlock, seen as
+    # a hung test).
     try:
-        model = _partial(directory, cache).train()
-        ddp = DistributedDataParallel(PairEncoder(model))
-        queries, passages = model.tokenize(QUERIES, "query"), model.tokenize(PASSAGES, "passage")
-        share = slice(rank * len(QUERIES) // WORLD_SIZE, (rank + 1) * len(QUERIES) // WORLD_SIZE)
-        results = []
-        for _ in ("cold", "warm"):
-            model.zero_grad(set_to_none=True)
-            q, p = ddp({k: v[share] for k, v in queries.items()}, {k: v[share] for k, v in passages.items()})
-            loss = InfoNCELoss(0.05)(q, p)
-            loss.backward()
-            grads = {n: t.grad.clone() for n, t in model.named_parameters() if t.grad is not None}
-            results.append({"loss": loss.detach() / WORLD_SIZE, "grads": grads})
-            model.flush_activation_cache()
-            dist.barrier()  # the other rank's shard is on disk before the warm step
-        torch.save({"results": results, "stats": model.bottom.cache_stats()}, f"{out_dir}/rank{rank}.pt")
+        result = _ddp_steps(rank, directory, cache)
+        gc.collect()
+        torch.save(result, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 

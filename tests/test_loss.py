@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 
@@ -66,19 +67,29 @@ def _gradients(model: BiEncoder) -> dict[str, torch.Tensor]:
     return {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
+def _ddp_step(rank: int) -> dict:
+    model = _tiny_bi_encoder()
+    ddp = DistributedDataParallel(PairEncoder(model))
+    queries, passages = _global_inputs()
+    share = slice(rank * GLOBAL_BATCH // WORLD_SIZE, (rank + 1) * GLOBAL_BATCH // WORLD_SIZE)
+    q, p = ddp({k: v[share] for k, v in queries.items()}, {k: v[share] for k, v in passages.items()})
+    loss = InfoNCELoss(0.05)(q, p)
+    loss.backward()
+    return {"loss": loss.detach() / WORLD_SIZE, "grads": _gradients(model)}
+
+
 def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+    # The DDP wrapper (its Reducer) is freed before destroy_process_group: holding the last
+    # reference to the gloo group, its dealloc would destroy the group with the GIL held while
+    # gloo's worker thread waits for the GIL to free a finished all-reduce (a deadlock, seen as
+    # a hung test).
     try:
-        model = _tiny_bi_encoder()
-        ddp = DistributedDataParallel(PairEncoder(model))
-        queries, passages = _global_inputs()
-        share = slice(rank * GLOBAL_BATCH // WORLD_SIZE, (rank + 1) * GLOBAL_BATCH // WORLD_SIZE)
-        q, p = ddp({k: v[share] for k, v in queries.items()}, {k: v[share] for k, v in passages.items()})
-        loss = InfoNCELoss(0.05)(q, p)
-        loss.backward()
-        torch.save({"loss": loss.detach() / WORLD_SIZE, "grads": _gradients(model)}, f"{out_dir}/rank{rank}.pt")
+        result = _ddp_step(rank)
+        gc.collect()
+        torch.save(result, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
