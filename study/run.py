@@ -454,12 +454,13 @@ def seed_configs(spec: StudySpec, output: Path) -> list[dict]:
 
 def plan(args: argparse.Namespace) -> int:
     """``--plan``: the study's cost and power, printed; nothing runs (study/plan.py)."""
+    from hybridir.data.files import DataFileError
     from study.plan import plan_command
 
     try:
         spec, _ = resolve_spec(args)
         print(plan_command(spec, study_dir=args.resume, source=str(args.resume or args.config or args.study)))
-    except StudyConfigError as exc:
+    except (StudyConfigError, DataFileError) as exc:  # a data file the plan counts texts of, unreachable
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

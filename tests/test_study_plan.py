@@ -173,6 +173,22 @@ def test_cli_plan_and_clear_errors(capsys):
     assert "--profile 'nope'" in capsys.readouterr().err
 
 
+
+def test_cli_plan_names_an_unreachable_data_file_without_a_traceback(capsys, monkeypatch):
+    """A data file the plan needs (to count evaluation texts) that cannot be read or
+    downloaded is one error line naming it, exit 2: no traceback."""
+    from hybridir.data.files import DataFileError
+    from study.run import main
+
+    def unreachable(*args, **kwargs):
+        raise DataFileError("google-research-datasets/lareqa@9bc8c7f:xquad-r/en.json: cannot download (offline)")
+
+    monkeypatch.setattr("hybridir.evaluation.build_evaluator", unreachable)  # study.plan imports it from there
+    monkeypatch.setattr(planning, "_TEXT_COUNTS", {})  # counts of earlier tests would skip the read
+    assert main(["--study", "default", "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: google-research-datasets/lareqa@9bc8c7f:xquad-r/en.json") and "Traceback" not in err
+
 def test_a_broken_cost_table_is_named(tmp_path):
     path = tmp_path / "costs.json"
     path.write_text("{")
