@@ -45,8 +45,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hybridir.evaluation.vocabulary import AP, DATASET, MULTI, RANK_DISTANCE, SETTING, SETTINGS
-from study.spec import StudyConfigError, StudySpec
+from hybridir.evaluation.vocabulary import DATASET, MULTI, RANK_DISTANCE, SETTING, SETTINGS
+from hybridir.timing import PREFIX as PHASE_PREFIX
+from study.spec import CLAIM_MEASURES_BY_KIND, StudyConfigError, StudySpec
 from study.vocabulary import (
     CELL,
     COMPLETED,
@@ -64,8 +65,6 @@ from study.vocabulary import (
 COSTS_DIR = Path(__file__).resolve().parent / "costs"
 COST_FILE = COSTS_DIR / "this-machine.json"
 VARIANCE_FILE = COSTS_DIR / "variance.json"
-PHASE_PREFIX = "phase_s/"  # hybridir.timing.PREFIX (not imported: hybridir.timing is torch-free, but keep plan light)
-CLAIM_MEASURES_FOR_TABLE = (AP, "ndcg@10", "r@1", "r@10", RANK_DISTANCE)
 
 
 # ---------------------------------------------------------------------------- tables
@@ -384,7 +383,7 @@ def variance_components_of_run(run_dir: Path) -> dict:
     components = []
     for final in spec.evaluation.final:
         for setting in SETTINGS:
-            for measure in CLAIM_MEASURES_FOR_TABLE:
+            for measure in CLAIM_MEASURES_BY_KIND["lareqa"]:
                 if measure == RANK_DISTANCE and setting != MULTI:
                     continue
                 entry = _components(frames, zero, final.dataset, setting, measure, cell_anova, contrast_variance,
