@@ -19,11 +19,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from hybridir.evaluation.vocabulary import CROSS_MAP, DATASET, MONO_MAP, MULTI_MAP, RANK_DISTANCE
+from hybridir.evaluation.vocabulary import CROSS_MAP, DATASET, MONO_MAP, MULTI_MAP, RANK_DISTANCE, SETTING
 from study.question import Question, QuestionSettings, register
 from study.questions.common import ReportContext, cell_axes, summarize, zero_shot_info, zero_shot_metric
 from study.verdicts import VERDICT_FILE
-from study.vocabulary import CELL
+from study.vocabulary import CELL, MEASURE
 
 TABLE1_METRICS = {MONO_MAP: "Mo", CROSS_MAP: "Cr", MULTI_MAP: "Mul"}
 TABLE2_METRICS = {RANK_DISTANCE: "rank distance"}
@@ -175,7 +175,7 @@ def source_comparison(spec, verdicts: pd.DataFrame) -> pd.DataFrame:
         if len(ids) < 2:
             continue
         dataset, setting, measure, direction, margin, involving, a, b = key
-        row = {"dataset": dataset, "setting": setting, "measure": measure,
+        row = {DATASET: dataset, SETTING: setting, MEASURE: measure,
                "comparison": f"({a}) vs ({b})" + (f", pairs involving {'/'.join(involving)}" if involving else ""),
                "direction": direction + (f" (margin {margin:g})" if margin is not None else "")}
         verdict_set = set()
