@@ -97,6 +97,45 @@ def test_languages_report_change_and_slope(tmp_path):
     assert "NTREX-128" in (out / "report.md").read_text()
 
 
+def test_languages_report_proves_the_dilution_from_the_recorded_exposure(tmp_path):
+    """languages_exposure.csv: per count, the evaluation languages' share of the training texts
+    computed from train/exposure/* (not from the design), and the report.md line stating it."""
+    spec = load_study("languages", ["axes.data.num_languages=[4, 8]", "evaluation.final=[{dataset: xquad-r, languages: [de, ar]}]",
+                                    "claims=[]", "tune={}", "search.samples_per_cell=1"])
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    langs = ["en", "ar", "de", "el", "es", "hi", "ru", "th"]
+    expected_share = {}
+    for cell, axes in enumerate(spec.cells()):
+        n = axes["data.num_languages"]
+        for seed in range(2):
+            metrics = {"inter/cross_map": 0.5, "final/xquad-r/cross_map": 0.4}
+            if n == 4 or seed == 0:  # the 8-language cell: one trial predates the exposure record
+                texts_eval = total = 0
+                for k, lang in enumerate(langs[:n]):
+                    # X-X pairs count twice (query and passage); X-Y pairs once per side
+                    counts = {"xx_batches": 1, "xx_pairs": 4 + k + seed, "xy_query_pairs": 3 + k, "xy_passage_pairs": 2 + seed}
+                    metrics.update({f"train/exposure/{lang}/{f}": v for f, v in counts.items()})
+                    total += counts["xx_pairs"] + counts["xy_query_pairs"]
+                    if lang in ("de", "ar"):
+                        texts_eval += 2 * counts["xx_pairs"] + counts["xy_query_pairs"] + counts["xy_passage_pairs"]
+                expected_share.setdefault(n, []).append(texts_eval / (2 * total))
+            store.append_trial(_trial(spec, f"t{cell}{seed}", cell, "search" if seed == 0 else "seeds", metrics,
+                                      seed=None if seed == 0 else seed))
+    out = build_reports(tmp_path)
+    exposure = pd.read_csv(out / "languages_exposure.csv").set_index("num_languages")
+    assert list(exposure.index) == [4, 8]
+    assert exposure.loc[4, "n_trials_with_exposure"] == 2 and exposure.loc[8, "n_trials_with_exposure"] == 1
+    for n in (4, 8):
+        assert exposure.loc[n, "eval_languages_text_share"] == pytest.approx(np.mean(expected_share[n]))
+        assert exposure.loc[n, "even_spread_share"] == pytest.approx(2 / n)
+        assert exposure.loc[n, "languages_with_exposure"] == n
+    assert exposure.loc[4, "evaluation_languages"] == "de ar"
+    report = (out / "report.md").read_text()
+    assert "Recorded exposure" in report and "falls" in report
+    assert f"4: {100 * np.mean(expected_share[4]):.1f}%" in report
+
+
 def test_batch_report_pareto_and_recommendation(tmp_path):
     spec = load_study("batch", ["axes.data.num_languages=[5, 20]", "axes.batching.batch_size=[16, 32, 64, 128]"])
     dump_study(spec, tmp_path / "study.yaml")

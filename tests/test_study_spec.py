@@ -143,8 +143,11 @@ QUESTION_STUDIES = ("languages", "batch", "data", "scale", "ratio")
 @pytest.mark.parametrize("name", QUESTION_STUDIES)
 def test_question_studies_ship_a_local_profile_that_passes_the_pre_ray_checks(name):
     """The local-scale recipe: fixed settings (nothing tuned), >= 2 runs per cell so every
-    claim gets a CI, one trial at a time on 2 cores, within the size measured to fit 60 min."""
+    claim gets a CI, one trial at a time on 2 cores, within 60 min: --plan's estimate at most
+    80 min (its cost table overestimated the default study about 2x: 50.1 min estimated, 25.1
+    measured)."""
     from study.checks import check_local_resources, check_models
+    from study.plan import build_plan
 
     spec = load_study(name, profile="local")
     assert spec.profile == "local" and not spec.tune
@@ -152,8 +155,9 @@ def test_question_studies_ship_a_local_profile_that_passes_the_pre_ray_checks(na
     check_models(spec)
     check_local_resources(spec, cpus=2)
     runs_per_cell = spec.search.samples_per_cell + spec.search.seeds
-    assert runs_per_cell == 2
-    assert len(spec.cells()) * runs_per_cell <= 12 and spec.train_config({}).max_steps <= 60
+    assert runs_per_cell >= 2
+    plan = build_plan(spec, cpus=2)
+    assert plan.wall_s is not None and plan.wall_s <= 80 * 60, f"{name}: --plan estimates {plan.wall_s / 60:.1f} min"
     assert spec.resources.num_workers * spec.resources.cpus_per_worker == 2
     tested = [claim for claim in spec.claims if claim.untestable is None]
     assert tested, f"{name}: the local profile leaves no claim testable"
