@@ -141,7 +141,7 @@ class TrainConfig(_Strict):
     seed: int = 0
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(0, ge=0, description="0: only at the end")
-    eval_every: int = Field(0, ge=0, description="call TrainCallback.on_evaluate every N steps (0: never)")
+    eval_every: int = Field(0, ge=0, description="call TrainCallback.on_evaluate every N steps and at the last step (0: never)")
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads per process")
 

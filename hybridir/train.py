@@ -77,7 +77,10 @@ class TrainCallback:
         """After rank 0 has written the checkpoint ``directory`` (all ranks are called)."""
 
     def on_evaluate(self, step: int, model: BiEncoder) -> dict | None:
-        """Every ``eval_every`` steps with the unwrapped model; the dict joins the next report."""
+        """Every ``eval_every`` steps and at the last step (when ``eval_every`` is set) with the
+        unwrapped model; the dict joins the next report. The last step always checkpoints, so its
+        report carries an evaluation even where ``eval_every`` does not divide ``max_steps`` (a
+        study whose batch sizes share a pair budget has different step counts per cell)."""
         return None
 
 
@@ -234,7 +237,7 @@ def train(
         window.add(loss.detach() / world_size, len(refs) * world_size, host_batch.num_tokens)  # no device sync
         bar.update(1)
 
-        if config.eval_every and step % config.eval_every == 0:
+        if config.eval_every and (step % config.eval_every == 0 or step == config.max_steps):
             with phases("intermediate_eval"):
                 for callback in callbacks:
                     pending.update(callback.on_evaluate(step, model) or {})

@@ -112,6 +112,17 @@ def test_callbacks_metrics_and_checkpoint_layout(straight_run):
     assert trained.encode(["ein Satz"], "query").shape == (1, 32)
 
 
+def test_the_last_step_is_evaluated_where_eval_every_does_not_divide_max_steps(tiny_encoder_dir, pairs, tmp_path):
+    # a study's cells that share a pair budget have different step counts: the last step's report
+    # (always a checkpoint) must carry an evaluation in every cell
+    recorder = Recorder(evaluate=True)
+    config = make_config(tiny_encoder_dir, eval_every=4, checkpoint_every=4, max_steps=6, log_every=10)
+    train(config, tmp_path / "run", callbacks=[recorder], pairs=pairs)
+    assert recorder.evaluations == [4, 6]
+    assert [step for step, _, _ in recorder.checkpoints] == [4, 6]
+    assert all("probe_norm" in metrics for _, _, metrics in recorder.checkpoints)
+
+
 def test_frozen_embeddings_stay_and_the_rest_trains(straight_run, tiny_encoder_dir):
     _, result, _ = straight_run
     before, after = weights(tiny_encoder_dir), weights(result.model_dir)
