@@ -53,6 +53,10 @@ class Progress:
     index: int = 0
     xx_batches: int = 0
     elapsed_s: float = 0.0
+    # This rank's training cost so far (hybridir.flops; summed over ranks when reported).
+    flops: float = 0.0
+    flops_trained: float = 0.0
+    cpu_s: float = 0.0
 
 
 class CheckpointWriteError(OSError):

@@ -113,8 +113,19 @@ class OptimConfig(_Strict):
     lr: float = Field(2e-5, gt=0.0, le=1.0)
     weight_decay: float = Field(0.01, ge=0.0)
     warmup_steps: int = Field(0, ge=0)
+    warmup_pairs: int | None = Field(
+        None, ge=0, description="warmup as training pairs (sets warmup_steps = warmup_pairs / batching.batch_size): "
+        "the same share of the data warms up at every batch size"
+    )
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     max_grad_norm: float | None = Field(1.0, gt=0.0)
+
+
+def _field(section, name: str, default):
+    """``section[name]`` of a raw section (dict) or a validated one (model); ``default`` when absent."""
+    if isinstance(section, BaseModel):
+        return getattr(section, name)
+    return section.get(name, default) if isinstance(section, dict) else default
 
 
 class TrainConfig(_Strict):
@@ -123,12 +134,54 @@ class TrainConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     max_steps: int = Field(100, ge=1)
+    max_pairs: int | None = Field(
+        None, ge=1, description="training budget in pairs seen (global batches): sets max_steps = max_pairs / "
+        "batching.batch_size, so every batch size trains on the same amount of data"
+    )
     seed: int = 0
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(0, ge=0, description="0: only at the end")
-    eval_every: int = Field(0, ge=0, description="call TrainCallback.on_evaluate every N steps (0: never)")
+    eval_every: int = Field(0, ge=0, description="call TrainCallback.on_evaluate every N steps and at the last step (0: never)")
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads per process")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pair_budget(cls, data):
+        """``max_pairs`` and ``optim.warmup_pairs`` in steps of ``batching.batch_size``: each must be
+        a whole number of global batches, and an explicit ``max_steps`` / ``optim.warmup_steps``
+        beside them must agree (a config written back out carries both, consistent)."""
+        if not isinstance(data, dict):
+            return data
+        batch_size = _field(data.get("batching"), "batch_size", BatchConfig.model_fields["batch_size"].default)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            return data  # the batching section's own validation names the bad batch size
+        data = dict(data)
+        pairs = data.get("max_pairs")
+        if isinstance(pairs, int) and not isinstance(pairs, bool) and pairs >= 1:
+            steps = _steps_of(pairs, batch_size, "max_pairs")
+            given = data.get("max_steps")
+            if given is not None and given != steps:
+                raise ValueError(f"max_steps={given} contradicts max_pairs={pairs} at batching.batch_size={batch_size} "
+                                 f"({pairs} / {batch_size} = {steps} steps); give one of them")
+            data["max_steps"] = steps
+        optim = data.get("optim")
+        warmup_pairs = _field(optim, "warmup_pairs", None)
+        if isinstance(warmup_pairs, int) and not isinstance(warmup_pairs, bool) and warmup_pairs >= 0:
+            steps = _steps_of(warmup_pairs, batch_size, "optim.warmup_pairs")
+            if isinstance(optim, BaseModel):
+                given = optim.warmup_steps if "warmup_steps" in optim.model_fields_set else None
+                optim = optim.model_dump()
+            else:
+                optim = dict(optim)
+                given = optim.get("warmup_steps")
+            if given is not None and given != steps:
+                raise ValueError(f"optim.warmup_steps={given} contradicts optim.warmup_pairs={warmup_pairs} at "
+                                 f"batching.batch_size={batch_size} ({warmup_pairs} / {batch_size} = {steps} steps); "
+                                 "give one of them")
+            optim["warmup_steps"] = steps
+            data["optim"] = optim
+        return data
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> "TrainConfig":
@@ -137,3 +190,11 @@ class TrainConfig(_Strict):
                 f"optim.warmup_steps={self.optim.warmup_steps} exceeds max_steps={self.max_steps}"
             )
         return self
+
+
+def _steps_of(pairs: int, batch_size: int, field: str) -> int:
+    """``pairs`` as whole global batches of ``batch_size``; ValueError naming ``field`` otherwise."""
+    if pairs % batch_size:
+        raise ValueError(f"{field}={pairs} is not a whole number of batches of batching.batch_size={batch_size} "
+                         f"({pairs} / {batch_size} = {pairs / batch_size:g}): pairs seen would differ between batch sizes")
+    return pairs // batch_size

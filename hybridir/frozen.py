@@ -103,6 +103,10 @@ class FrozenBottom:
         self._max_bytes = 0
         self._caches: dict[str, ActivationCache] = {}
         self._fingerprint: str | None = None
+        # What the frozen layers computed (cache hits excluded), for hybridir.flops: the sum of
+        # the padded sequence lengths and of their squares over every call of compute().
+        self.computed_tokens = 0
+        self.computed_squared = 0
 
     def set_eval(self) -> None:
         """Frozen modules never use dropout, also while the top trains."""
@@ -113,6 +117,9 @@ class FrozenBottom:
     @torch.no_grad()
     def compute(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """The bottom's hidden states [n, s, d] (no autograd, no dropout)."""
+        rows, length = int(input_ids.shape[0]), int(input_ids.shape[1])
+        self.computed_tokens += rows * length
+        self.computed_squared += rows * length * length
         hidden = self.encoder.embeddings(input_ids=input_ids)
         return run_layers(self.encoder, hidden, attention_mask, self.modules[1:])
 

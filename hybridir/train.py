@@ -55,6 +55,7 @@ from hybridir.checkpoint import (
 from hybridir.collate import collate_pairs
 from hybridir.config import DataConfig, TrainConfig
 from hybridir.data.types import ParallelPairs
+from hybridir.flops import CPU_SECONDS, FLOPS, FLOPS_TRAINED, LayerShape, TrainingFlops, padded_work
 from hybridir.loss import InfoNCELoss
 from hybridir.model import BiEncoder, PairEncoder
 from hybridir.overrides import apply_assignments, read_yaml_mapping
@@ -76,7 +77,10 @@ class TrainCallback:
         """After rank 0 has written the checkpoint ``directory`` (all ranks are called)."""
 
     def on_evaluate(self, step: int, model: BiEncoder) -> dict | None:
-        """Every ``eval_every`` steps with the unwrapped model; the dict joins the next report."""
+        """Every ``eval_every`` steps and at the last step (when ``eval_every`` is set) with the
+        unwrapped model; the dict joins the next report. The last step always checkpoints, so its
+        report carries an evaluation even where ``eval_every`` does not divide ``max_steps`` (a
+        study whose batch sizes share a pair budget has different step counts per cell)."""
         return None
 
 
@@ -181,6 +185,8 @@ def train(
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    flop_model = TrainingFlops(LayerShape.of(model.encoder.config), model.num_layers,
+                               model.train_layers or model.num_layers)
     autocast = _autocast(config.precision, device)
 
     progress = Progress()
@@ -205,13 +211,17 @@ def train(
     model.train()
     loop_started = time.perf_counter()
     run_started = loop_started - progress.elapsed_s
+    # Process CPU time of the steps: the loop's, less the phases that are not training steps.
+    loop_cpu_started, cpu_before = time.process_time(), progress.cpu_s
     bar = progress_bar(total=config.max_steps, initial=progress.step, desc="train", unit="step",
                        enabled=None if rank == 0 else False)
     for step in range(progress.step + 1, config.max_steps + 1):
         epoch, index, refs, host_batch = next(batches)
         batch = host_batch.to(device)
+        frozen_before = _frozen_work(model)
         with autocast:
             query_embeddings, passage_embeddings = pair_encoder(batch.queries, batch.passages)
+        _count_flops(progress, flop_model, host_batch, frozen_before, _frozen_work(model))
         loss = loss_fn(query_embeddings, passage_embeddings)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -227,7 +237,7 @@ def train(
         window.add(loss.detach() / world_size, len(refs) * world_size, host_batch.num_tokens)  # no device sync
         bar.update(1)
 
-        if config.eval_every and step % config.eval_every == 0:
+        if config.eval_every and (step % config.eval_every == 0 or step == config.max_steps):
             with phases("intermediate_eval"):
                 for callback in callbacks:
                     pending.update(callback.on_evaluate(step, model) or {})
@@ -235,6 +245,7 @@ def train(
         checkpoint_due = step == config.max_steps or (config.checkpoint_every and step % config.checkpoint_every == 0)
         if step % config.log_every == 0 or checkpoint_due:
             progress.elapsed_s = time.perf_counter() - run_started
+            progress.cpu_s = cpu_before + time.process_time() - loop_cpu_started - phases.cpu_total(*_NOT_STEPS)
             metrics = _report(step, window, progress, optimizer, len(sampler), world_size, device)
             if validation:
                 with phases("validation"):
@@ -266,8 +277,32 @@ def train(
     assert checkpoint_dir is not None  # the last step always checkpoints
     # The rest of the loop is the steps: batching, collation, forward, backward, update.
     loop_seconds = time.perf_counter() - loop_started
-    phases.add("steps", loop_seconds - phases.total("validation", "intermediate_eval", "checkpoint_write", "reporting"))
+    phases.add("steps", loop_seconds - phases.total(*_NOT_STEPS))
     return TrainResult(progress.step, metrics, checkpoint_dir, checkpoint_dir / MODEL_SUBDIR, dict(phases.seconds))
+
+
+# The phases of the loop that are not training steps (timed apart, left out of the steps' cost).
+_NOT_STEPS = ("validation", "intermediate_eval", "checkpoint_write", "reporting")
+
+
+def _frozen_work(model: BiEncoder) -> tuple[int, int]:
+    """What the frozen bottom has computed so far (hybridir.frozen's counters); (0, 0) without one."""
+    if model.bottom is None:
+        return 0, 0
+    return model.bottom.computed_tokens, model.bottom.computed_squared
+
+
+def _count_flops(progress: Progress, flop_model: TrainingFlops, batch, frozen_before: tuple[int, int],
+                 frozen_after: tuple[int, int]) -> None:
+    """Add one step's FLOPs (this rank's local batch; hybridir.flops) to ``progress``: the trained
+    layers over the padded query and passage tensors, forward and backward; the frozen layers
+    over what they computed during this step's forward (activation-cache misses)."""
+    trained = 0.0
+    for inputs in (batch.queries, batch.passages):
+        trained += flop_model.trained(*padded_work(inputs["input_ids"].shape))
+    frozen = flop_model.frozen(frozen_after[0] - frozen_before[0], frozen_after[1] - frozen_before[1])
+    progress.flops_trained += trained
+    progress.flops += trained + frozen
 
 
 # ---------------------------------------------------------------------- input pipeline
@@ -419,10 +454,10 @@ def _validation_loss(model, batches, validation_pairs, loss_fn, config, autocast
     return total / len(batches)
 
 
-def _sum_over_ranks(value: float, device: torch.device) -> torch.Tensor:
-    """``value`` summed over the ranks of the process group, reduced on the training ``device``:
-    a GPU run's group is NCCL-only and has no backend for CPU tensors."""
-    total = torch.tensor(float(value), dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
+def _sum_over_ranks(value: float | list[float], device: torch.device) -> torch.Tensor:
+    """``value`` (one number or several) summed over the ranks of the process group, reduced on the
+    training ``device``: a GPU run's group is NCCL-only and has no backend for CPU tensors."""
+    total = torch.tensor(value, dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
     dist.all_reduce(total)
     return total
 
@@ -432,9 +467,10 @@ def _report(
     device: torch.device,
 ) -> dict:
     seconds = max(time.perf_counter() - window.started, 1e-9)
-    tokens = float(window.tokens)
-    if world_size > 1:  # tokens differ per rank; the loss is already the global-batch loss
-        tokens = _sum_over_ranks(tokens, device).item()
+    local = [float(window.tokens), progress.flops, progress.flops_trained, progress.cpu_s]
+    if world_size > 1:  # tokens and costs differ per rank; the loss is already the global-batch loss
+        local = _sum_over_ranks(local, device).tolist()
+    tokens, flops, flops_trained, cpu_s = local
     return {
         "step": step,
         "loss": window.loss_sum.item() / window.steps,
@@ -445,6 +481,9 @@ def _report(
         "elapsed_s": progress.elapsed_s,
         "xx_share_so_far": progress.xx_batches / step,
         "epoch": progress.epoch + progress.index / batches_per_epoch,
+        FLOPS: flops,
+        FLOPS_TRAINED: flops_trained,
+        CPU_SECONDS: cpu_s,
     }
 
 

@@ -143,13 +143,17 @@ def validations(max_steps: int, log_every: int, every: int) -> int:
 
 def trial_cost(costs: dict, *, max_steps: int, batch_size: int, train_layers: int | None, num_layers: int,
                workers: int, every: int, inter_texts: int, final_texts: int, hit_rate: float,
-               step_override: float | None = None, log_every: int | None = None) -> TrialCost:
+               step_override: float | None = None, log_every: int | None = None,
+               validates: bool = True) -> TrialCost:
     """One trial to its last step: Ray Train start, loads, steps, checkpoints, validation,
     evaluations. Validation: ``validation_per_pair_s`` x its batches x B per validation when the
-    table has it, else ``validation_s`` per checkpoint."""
+    table has it, else ``validation_s`` per checkpoint; none when the trial holds no documents
+    out (``validates`` False: data.validation_fraction 0, the loop has no validation batches)."""
     trial = _need(costs, "trial")
     checkpoints = max_steps // every + (1 if max_steps % every else 0)
-    if trial.get("validation_per_pair_s") is not None:
+    if not validates:
+        validation = 0.0
+    elif trial.get("validation_per_pair_s") is not None:
         validation = (validations(max_steps, log_every or max_steps, every) * int(trial.get("validation_batches", 4))
                       * batch_size * float(trial["validation_per_pair_s"]))
     else:
@@ -685,7 +689,7 @@ def build_plan(spec: StudySpec, costs: dict | None = None, variance: dict | None
                         train_layers=config.model.train_layers, num_layers=depth_of[index],
                         workers=resources.num_workers, every=inter.every, inter_texts=texts["intermediate"],
                         final_texts=texts["final"], hit_rate=0.0 if first else hit, step_override=step,
-                        log_every=config.log_every)))
+                        log_every=config.log_every, validates=config.data.validation_fraction > 0)))
                     first = False
         base = spec.base_config.model
         depth = _num_layers(base)

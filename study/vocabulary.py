@@ -67,6 +67,11 @@ PAIRS_PER_SECOND = "train/pairs_per_s_overall"
 STEP_SECONDS = "train/step_seconds"
 RESUMED_FROM_STEP = "train/resumed_from_step"
 EXPOSURE_PREFIX = "train/exposure/"  # train_key(hybridir.batching.exposure_key(lang, field))
+# The training loop's compute cost (hybridir.flops; summed over workers, the trial's last report):
+# model FLOPs of every layer run in the steps, of the trained layers only, and CPU-seconds.
+TRAIN_FLOPS = "train/cost/flops"
+TRAIN_FLOPS_TRAINED = "train/cost/flops_trained"
+TRAIN_CPU_SECONDS = "train/cost/cpu_s"
 
 # --- columns the driver adds to a finished trial's row ---------------------------------------
 WALL_TIME = "wall_time_s"

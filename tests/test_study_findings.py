@@ -51,11 +51,11 @@ def _batch_run(path, rng):
     store = ResultStore(path)
     for cell, axes in enumerate(spec.cells()):
         batch = axes["batching.batch_size"]
-        trial_id = f"b{batch}"
+        trial_id = f"b{cell}"
         store.write_per_query(trial_id, per_query_rows(rng, cross_shift=0.01 * cell))
         row = _trial(spec, trial_id, cell, "search")
         row.update({"final/xquad-r/multi_map": 0.2, "worker_seconds": 60.0, "wall_time_s": 60.0,
-                    "train/pairs_per_s_overall": 1.0})
+                    "train/pairs_per_s_overall": 1.0, "train/cost/flops_trained": 1e12 + batch})
         store.append_trial(row)
     return spec
 
@@ -145,10 +145,12 @@ def test_design_and_deviations(written):
     batch = _section(text, f" batch {batch_dir.name}")
     assert "profile: `local`" in batch and "profile `local` overrides" in batch
     assert "changed by --set for this run" not in batch  # the local profile alone
-    assert "claim `recommended-batch-within-noise-mlqa` not testable in this run" in batch
-    assert "60 x 8" in batch and "60 x 32" in batch  # steps x batch of the batch-size axis
+    assert "claim `recommended-batch-within-margin-mlqa` not testable in this run" in batch
+    for config in (batch_spec.train_config(axes) for axes in batch_spec.cells()):  # steps x batch of each cell
+        assert f"{config.max_steps} x {config.batching.batch_size}" in batch
     assert "languages: all of the source (per cell as the axis data.num_languages sets)" in batch
-    assert "- evaluation: xquad-r, languages en, de, ar, hi, th" in batch
+    final = batch_spec.evaluation.final[0]
+    assert f"- evaluation: {final.dataset}, languages {', '.join(final.languages)}" in batch
 
 
 def test_cluster_estimate_is_labelled(written):
@@ -161,7 +163,7 @@ def test_cluster_estimate_is_labelled(written):
     assert "CPU-based extrapolation, not a GPU measurement" in part
     # the extrapolation from this run's measured seconds per pair
     pairs = sum(runs * c.max_steps * c.batching.batch_size for c in (cluster.train_config(a) for a in cluster.cells()))
-    local_pairs = sum(60 * a["batching.batch_size"] for a in batch_spec.cells())
+    local_pairs = sum(c.max_steps * c.batching.batch_size for c in (batch_spec.train_config(a) for a in batch_spec.cells()))
     hours = pairs * (60.0 * len(batch_spec.cells()) / local_pairs) / 3600
     assert f"about {hours:.1f} trial-hours" in part
 
@@ -267,13 +269,20 @@ def test_the_planner_on_each_cluster_profile(study, profile, capsys):
 
 
 def test_question_findings_lines_in_the_document(written):
-    """The batch question's own findings (study/questions/batch.py): the local profile keeps 60
-    steps at every batch size, so the pairs seen differ (60 x 8, 60 x 16, 60 x 32)."""
-    batch_dir, _ = written["batch"]
+    """The batch question's own findings (study/questions/batch.py): the local profile holds the
+    pairs seen constant (max_pairs: steps x batch the same at every batch size), and names the
+    recommended batch size per language count with the compute measure it used."""
+    batch_dir, spec = written["batch"]
     part = _section(written["text"], f" batch {batch_dir.name}")
     assert "### batch: the question's own findings" in part
-    assert "batch 8: 480; batch 16: 960; batch 32: 1,920" in part and "confounded" in part
-    assert "batch 8: 480" in (batch_dir / "reports" / "batch" / "report.md").read_text()  # report.md too
+    pairs = spec.base_config.max_pairs
+    line = f"Training pairs seen held constant across batch sizes (steps x batch = {pairs:,})"
+    assert line in part and "not confounded" in part
+    assert line in (batch_dir / "reports" / "batch" / "report.md").read_text()  # report.md too
+    # every cell has the same accuracy here, so the cheapest in trained-layer FLOPs (batch 16) is recommended
+    assert "the cheapest in model FLOPs of the trained layers" in part
+    for langs in spec.axes["data.num_languages"]:
+        assert f"{langs} languages: batch {min(spec.axes['batching.batch_size'])} (" in part
 
 
 def test_languages_regime_from_the_design():

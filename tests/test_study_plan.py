@@ -130,7 +130,7 @@ def test_slope_weights_are_the_verdicts_ols_weights(variance):
 
 def test_keyword_selectors_plan_a_representative_cell_and_say_so(variance):
     spec = load_study("batch")
-    claim = spec.claims[0]
+    claim = next(claim for claim in spec.claims if claim.id == "recommended-batch-within-margin-xquad")
     contrast = planning.WEIGHT_RULES["compare"](spec, claim)
     weights = contrast.terms[0].weights
     assert sum(w > 0 for w in weights.values()) == sum(w < 0 for w in weights.values()) == 4

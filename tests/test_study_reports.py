@@ -136,7 +136,7 @@ def test_languages_report_proves_the_dilution_from_the_recorded_exposure(tmp_pat
     assert f"4: {100 * np.mean(expected_share[4]):.1f}%" in report
 
 
-def test_batch_report_pareto_and_recommendation(tmp_path):
+def test_batch_report_frontier_and_recommendation(tmp_path):
     spec = load_study("batch", ["axes.data.num_languages=[5, 20]", "axes.batching.batch_size=[16, 32, 64, 128]"])
     dump_study(spec, tmp_path / "study.yaml")
     store = ResultStore(tmp_path)
@@ -148,20 +148,34 @@ def test_batch_report_pareto_and_recommendation(tmp_path):
         store.append_trial(_trial(spec, f"t{cell}", cell, "search", {
             "inter/cross_map": acc, "final/xquad-r/cross_map": acc, "final/xquad-r/multi_map": acc / 2,
             "final/mlqa-r/cross_map": acc, "final/mlqa-r/multi_map": acc / 2,
-            "train/pairs_per_s_overall": 10.0, "wall_time_s": cost / 2, "worker_seconds": cost}))
+            "train/pairs_per_s_overall": 10.0, "wall_time_s": 1.0, "worker_seconds": 1.0,  # wall time: not the cost
+            "train/cost/flops_trained": cost * 1e9, "train/cost/flops": cost * 2e9, "train/cost/cpu_s": cost}))
     out = build_reports(tmp_path)
-    table = pd.read_csv(out / "batch.csv")
+    table = pd.read_csv(out / "batch_frontier.csv")
     recommendation = pd.read_csv(out / "batch_recommendation.csv").set_index("num_languages")
     for langs in (5, 20):
         mine = {b: points[(langs, b)] for b in (16, 32, 64, 128)}
         front = {b for b, (a, c) in mine.items()
                  if not any(a2 >= a and c2 <= c and (a2 > a or c2 < c) for a2, c2 in mine.values())}
         rows = table[table["num_languages"] == langs]
-        assert set(rows[rows["pareto"]]["batch_size"]) == front
+        assert set(rows[rows["on_front"]]["batch_size"]) == front
         best = max(mine[b][0] for b in front)
         eligible = [b for b in front if mine[b][0] >= best - 0.01]
-        assert recommendation.loc[langs, "recommended_batch_size"] == min(eligible, key=lambda b: mine[b][1])
-    assert (out / "batch_pareto.png").stat().st_size > 0
+        pick = min(eligible, key=lambda b: mine[b][1])
+        assert recommendation.loc[langs, "recommended_batch_size"] == pick
+        assert recommendation.loc[langs, "cost_measure"] == "flops_trained"
+        assert recommendation.loc[langs, "cost"] == pytest.approx(mine[pick][1] * 1e9)
+        assert rows[rows["recommended"]]["batch_size"].tolist() == [pick]
+        # the trade-off per run: multilingual minus cross-lingual mAP (here -acc / 2)
+        for _, row in rows.iterrows():
+            acc = mine[int(row["batch_size"])][0]
+            assert row["xquad-r_multi_minus_cross_map"] == pytest.approx(-acc / 2)
+            assert row["pairs_seen"] == spec.base_config.max_pairs == row["steps"] * row["batch_size"]
+    tradeoff = pd.read_csv(out / "batch_tradeoff.csv").set_index("num_languages")
+    assert tradeoff.loc[5, "xquad-r_multi_minus_cross_map"] == pytest.approx(
+        np.mean([-points[(5, b)][0] / 2 for b in (16, 32, 64, 128)]))
+    assert (out / "batch_frontier.png").stat().st_size > 0
+    assert (out / "batch_tradeoff.png").stat().st_size > 0
 
 
 def _matrices(values: dict[str, dict[str, float]], multi: dict[str, float]) -> dict:

@@ -186,7 +186,7 @@ def test_batch_claim_compares_recommended_with_best(tmp_path):
     spec = load_study("batch", ["axes.data.num_languages=[5]", "axes.batching.batch_size=[16, 32, 64]",
                                 "evaluation.final=[{dataset: xquad-r}]", "search.seeds=2"])
     claims = {claim.id: claim for claim in spec.claims}
-    assert claims["recommended-batch-within-noise-mlqa"].untestable  # mlqa-r not evaluated in this run
+    assert claims["recommended-batch-within-margin-mlqa"].untestable  # mlqa-r not evaluated in this run
     dump_study(spec, tmp_path / "study.yaml")
     store = ResultStore(tmp_path)
     rng = np.random.default_rng(2)
@@ -199,17 +199,17 @@ def test_batch_claim_compares_recommended_with_best(tmp_path):
             trial_id = f"b{batch}s{seed}"
             row = _trial(spec, trial_id, cell, "seeds", seed=seed)
             row.update({"final/xquad-r/cross_map": accuracy[batch], "final/xquad-r/multi_map": 0.2,
-                        "worker_seconds": float(batch), "wall_time_s": batch / 2, "train/pairs_per_s_overall": 1.0})
+                        "train/cost/flops_trained": 1e12 + batch, "train/pairs_per_s_overall": 1.0})
             store.write_per_query(trial_id, per_query_rows(rng, cross_shift=per_query_shift[batch]))
             store.append_trial(row)
     out = build_reports(tmp_path)
     assert pd.read_csv(out / "batch_recommendation.csv")["recommended_batch_size"].tolist() == [32]
     verdicts = pd.read_csv(out / "verdict.csv").set_index("claim")
-    row = verdicts.loc["recommended-batch-within-noise-xquad"]
+    row = verdicts.loc["recommended-batch-within-margin-xquad"]
     assert row["cells"] == "(data.num_languages=5, batching.batch_size=32) - (data.num_languages=5, batching.batch_size=64)"
     assert row["estimate"] < 0 and row["verdict"] in ("contradicted", "inconclusive")
     assert row["margin"] == spec.report.accuracy_tolerance
-    assert verdicts.loc["recommended-batch-within-noise-mlqa", "verdict"] == "not tested"
+    assert verdicts.loc["recommended-batch-within-margin-mlqa", "verdict"] == "not tested"
 
 
 BASE = yaml.safe_load((STUDIES_DIR / "ratio.yaml").read_text())

@@ -112,6 +112,17 @@ def test_callbacks_metrics_and_checkpoint_layout(straight_run):
     assert trained.encode(["ein Satz"], "query").shape == (1, 32)
 
 
+def test_the_last_step_is_evaluated_where_eval_every_does_not_divide_max_steps(tiny_encoder_dir, pairs, tmp_path):
+    # a study's cells that share a pair budget have different step counts: the last step's report
+    # (always a checkpoint) must carry an evaluation in every cell
+    recorder = Recorder(evaluate=True)
+    config = make_config(tiny_encoder_dir, eval_every=4, checkpoint_every=4, max_steps=6, log_every=10)
+    train(config, tmp_path / "run", callbacks=[recorder], pairs=pairs)
+    assert recorder.evaluations == [4, 6]
+    assert [step for step, _, _ in recorder.checkpoints] == [4, 6]
+    assert all("probe_norm" in metrics for _, _, metrics in recorder.checkpoints)
+
+
 def test_frozen_embeddings_stay_and_the_rest_trains(straight_run, tiny_encoder_dir):
     _, result, _ = straight_run
     before, after = weights(tiny_encoder_dir), weights(result.model_dir)
@@ -284,6 +295,16 @@ def test_partial_fine_tuning_is_the_same_run_cold_warm_and_uncached(tiny4_dir, p
     assert runs["warm"][0].logs[6]["activation_cache_hit_rate"] == 1.0
     assert runs["cold"][0].logs[6]["activation_cache_hit_rate"] < 1.0
     assert "activation_cache_hit_rate" not in runs["uncached"][0].logs[6]
+    # the compute cost (hybridir.flops): the trained top 2 of 4 layers cost the same in every run;
+    # uncached, the frozen bottom 2 run forward on the same padded tensors (1 / 3 of the top's
+    # forward + backward each); warm, every frozen state is read from disk and costs nothing
+    flops = {name: recorder.logs[6]["cost/flops"] for name, (recorder, _) in runs.items()}
+    trained = {name: recorder.logs[6]["cost/flops_trained"] for name, (recorder, _) in runs.items()}
+    assert trained["uncached"] > 0 and trained["cold"] == trained["warm"] == trained["uncached"]
+    assert flops["uncached"] == pytest.approx(trained["uncached"] * (1 + 2 / 6), rel=1e-12)
+    assert flops["warm"] == trained["warm"] < flops["cold"] < flops["uncached"]
+    cpu = [recorder.logs[step]["cost/cpu_s"] for step in (2, 4, 6) for recorder, _ in [runs["uncached"]]]
+    assert 0 < cpu[0] < cpu[1] < cpu[2]  # cumulative process CPU seconds of the steps
     # the checkpoint is slim: only the top 2 layers are written, and they moved
     model_dir = runs["warm"][1].model_dir
     assert not (model_dir / "model.safetensors").exists()
@@ -309,6 +330,8 @@ def test_partial_fine_tuning_resumes_exactly_with_another_cache_dir(tiny4_dir, p
     moved_cache = config.model_copy(update={"model": config.model.model_copy(update={"activation_cache": str(tmp_path / "b")})})
     train(moved_cache, tmp_path / "cut", resume_from=interrupted.checkpoints[-1][1], callbacks=[resumed], pairs=pairs)
     assert resumed.losses()[6] == pytest.approx(straight.losses()[6], rel=1e-5)
+    # the trained layers' FLOPs continue across the resume (Progress carries them)
+    assert resumed.logs[6]["cost/flops_trained"] == pytest.approx(straight.logs[6]["cost/flops_trained"], rel=1e-12)
 
 
 # ---------------------------------------------------------------------- reports under a GPU's process group
@@ -343,7 +366,7 @@ def test_report_reduces_on_the_training_device_under_a_group_without_a_cpu_backe
         window, optimizer = _window_and_optimizer()
         with pytest.raises(RuntimeError, match="device type cpu"):  # reducing on the host fails there
             _report(1, window, Progress(step=1), optimizer, 10, world_size=2, device=torch.device("cpu"))
-        with pytest.raises(RuntimeError, match="meta tensors"):  # reduced on the device; only the read-back of
+        with pytest.raises(RuntimeError, match="meta tensor"):  # reduced on the device; only the read-back of
             _report(1, window, Progress(step=1), optimizer, 10, world_size=2, device=torch.device("meta"))  # a fake device fails
     finally:
         dist.destroy_process_group()
@@ -360,6 +383,7 @@ def test_report_sums_tokens_over_the_group_on_the_training_device():
     finally:
         dist.destroy_process_group()
     assert metrics["tokens_per_s"] * metrics["s_per_step"] == pytest.approx(10.0)
+    assert (metrics["cost/flops"], metrics["cost/flops_trained"], metrics["cost/cpu_s"]) == (0.0, 0.0, 0.0)
     assert metrics["loss"] == pytest.approx(1.5)
 
 
