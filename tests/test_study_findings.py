@@ -219,7 +219,7 @@ def _cluster_profiles() -> list[tuple[str, str]]:
 
 def test_the_question_studies_have_a_cluster_profile():
     names = {study for study, _ in _cluster_profiles()}
-    assert {"languages", "batch", "data", "paper"} <= names
+    assert {"languages", "batch", "data", "paper", "ratio"} <= names
 
 
 @pytest.mark.parametrize(("study", "profile"), _cluster_profiles())

@@ -133,26 +133,37 @@ def _matrices(values: dict[str, dict[str, float]], multi: dict[str, float]) -> d
 
 
 def test_ratio_report_worst_language_and_spread(tmp_path):
-    spec = load_study("ratio", ["axes.batching.alpha=[0.0, 1.0]", "report.low_resource_languages=[th, el]"])
+    """Per language: the cross-lingual mAP of the pairs involving it (the worst-language claims'
+    statistic), from the stored per-query rows; worst language, spread, and the resource table."""
+    from tests.test_study_verdicts import per_query_rows, ratio_xquad
+
+    spec = load_study(ratio_xquad(), ["axes.batching.alpha=[0.0, 1.0]", "report.low_resource_languages=[th, el]"])
     dump_study(spec, tmp_path / "study.yaml")
     store = ResultStore(tmp_path)
-    langs = ["en", "th", "el"]
     expected = {}
     rng = np.random.default_rng(4)
     for cell, axes in enumerate(spec.cells()):
-        values = {q: {c: float(rng.uniform(0, 1)) for c in langs} for q in langs}
-        cross = {l: np.mean([values[l][c] for c in langs if c != l]) for l in ("th", "el")}
-        expected[axes["batching.alpha"]] = cross
+        frame = per_query_rows(rng, cross_shift=0.1 * cell)
+        cross = frame[frame.setting == "cross"]
+        expected[axes["batching.alpha"]] = {
+            lang: cross[(cross.query_lang == lang) | (cross.candidate_lang == lang)]
+            .groupby(["query_lang", "candidate_lang"])["ap"].mean().mean() for lang in ("th", "el")}
         row = _trial(spec, f"t{cell}", cell, "search", {"inter/cross_map": 0.3, "final/xquad-r/cross_map": 0.3},
                      tuned={"optim.lr": 1e-4})
-        store.append_trial(row, _matrices(values, {l: 0.5 for l in langs}))
+        store.write_per_query(f"t{cell}", frame)
+        store.append_trial(row)
     out = build_reports(tmp_path)
     table = pd.read_csv(out / "ratio.csv").set_index("alpha")
     for alpha, cross in expected.items():
         worst = min(cross, key=cross.get)
         assert table.loc[alpha, "worst_language"] == worst
-        assert table.loc[alpha, "worst_cross_map"] == pytest.approx(cross[worst])
+        assert table.loc[alpha, "worst"] == pytest.approx(cross[worst])
         assert table.loc[alpha, "spread_max_minus_min"] == pytest.approx(max(cross.values()) - min(cross.values()))
+    # the criterion: XQuAD-R has no language of Joshi et al. classes 0-2; th and el are class 3
+    levels = pd.read_csv(out / "ratio_resource_levels.csv").set_index("language")
+    assert not levels["low_resource"].any() and levels.loc["th", "joshi_class"] == 3
+    report = (out / "report.md").read_text()
+    assert "Joshi et al. 2020" in report and "xquad-r: meet it: none" in report
 
 
 def test_store_dedupes_rows_of_a_resumed_study(tmp_path):
