@@ -166,6 +166,66 @@ def test_ratio_report_worst_language_and_spread(tmp_path):
     assert "Joshi et al. 2020" in report and "xquad-r: meet it: none" in report
 
 
+def _low_resource_rows(rng, alpha: float) -> pd.DataFrame:
+    """Per-query rows of the shipped ratio study's three final sets: XQuAD-R (en/el/th), AfriQA
+    (African-language queries -> en, fon -> fr) and FLORES bitext (en <-> each language, both
+    directions); cross-lingual values fall with alpha."""
+    rows = []
+    for q in ("en", "el", "th"):
+        for c in [x for x in ("en", "el", "th") if x != q]:
+            for i in range(40):
+                rows.append({"dataset": "xquad-r", "setting": "cross", "query_lang": q, "candidate_lang": c,
+                             "query_id": f"x{i}", "ap": float(np.clip(0.5 - 0.1 * alpha + rng.normal(0, 0.05), 0, 1))})
+    for lang in ("fon", "ha", "ig", "rw", "sw", "tw", "yo", "zu"):
+        for i in range(30):
+            rows.append({"dataset": "afriqa", "setting": "cross", "query_lang": lang,
+                         "candidate_lang": "fr" if lang == "fon" else "en", "query_id": f"{lang}{i}",
+                         "ap": float(np.clip(0.3 - 0.1 * alpha + rng.normal(0, 0.05), 0, 1))})
+    for lang in ("am", "fon", "ha", "ig", "rw", "so", "sw", "tw", "yo", "zu"):
+        for i in range(30):
+            for q, c in (("en", lang), (lang, "en")):
+                correct = float(rng.uniform() < 0.6 - 0.2 * alpha)
+                rows.append({"dataset": "flores", "setting": "bitext", "query_lang": q, "candidate_lang": c,
+                             "query_id": f"f{i}", "correct@1": correct, "ap": correct, "rank": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_ratio_report_and_claims_on_afriqa_and_flores(tmp_path):
+    """The shipped ratio study's local design end to end on synthetic per-query rows: every claim
+    (AfriQA, FLORES bitext, XQuAD-R; trends, worst language) gets a verdict, the report follows
+    each language on its sets (bitext accuracy on FLORES) and lists who meets the criterion."""
+    spec = load_study("ratio", profile="local")
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    rng = np.random.default_rng(5)
+    frames = {}
+    for cell, axes in enumerate(spec.cells()):
+        for seed in (1, 2):
+            trial_id = f"a{cell}s{seed}"
+            frames[trial_id] = _low_resource_rows(rng, axes["batching.alpha"])
+            store.write_per_query(trial_id, frames[trial_id])
+            store.append_trial(_trial(spec, trial_id, cell, "seeds" if seed > 1 else "search",
+                                      {"inter/accuracy": 0.5}, seed=seed))
+    out = build_reports(tmp_path)
+    verdicts = pd.read_csv(out / "verdict.csv").set_index("claim")
+    assert list(verdicts.index) == [claim.id for claim in spec.claims]
+    assert not (verdicts["verdict"] == "not tested").any(), verdicts["reason"].to_dict()
+    for claim in ("afriqa-cross-trend", "flores-bitext-trend", "xquad-el-th-cross-trend"):
+        assert verdicts.loc[claim, "estimate"] < 0
+    table = pd.read_csv(out / "ratio.csv")
+    flores = table[(table["dataset"] == "flores") & (table["alpha"] == 0.0)].iloc[0]
+    assert flores["metric"] == "bitext_accuracy"
+    sw = [f[(f.dataset == "flores") & ((f.query_lang == "sw") | (f.candidate_lang == "sw"))]
+          .groupby(["query_lang", "candidate_lang"])["correct@1"].mean().mean() for f in (frames["a0s1"], frames["a0s2"])]
+    assert flores["bitext_accuracy/sw"] == pytest.approx(np.mean(sw))
+    levels = pd.read_csv(out / "ratio_resource_levels.csv")
+    afriqa = levels[levels["dataset"] == "afriqa"]
+    assert afriqa["low_resource"].all() and set(afriqa["language"]) == {"fon", "ha", "ig", "rw", "sw", "tw", "yo", "zu"}
+    report = (out / "report.md").read_text()
+    assert "low-resource = class 0-2" in report and "xquad-r: meet it: none" in report
+    assert "Followed but NOT low-resource by this criterion" in report and "el (class 3" in report
+
+
 def test_store_dedupes_rows_of_a_resumed_study(tmp_path):
     store = ResultStore(tmp_path)
     store.append_history({"trial_id": "a", "study_step": 10, "inter/cross_map": 0.1})
