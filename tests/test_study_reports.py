@@ -226,6 +226,43 @@ def test_ratio_report_and_claims_on_afriqa_and_flores(tmp_path):
     assert "Followed but NOT low-resource by this criterion" in report and "el (class 3" in report
 
 
+def test_scale_report_gain_of_hybrid_per_rung(tmp_path):
+    """Q4: per rung of the depth ladder, hybrid minus X-X (cross mAP) and minus X-Y (mono mAP)
+    with a Welch interval over the cells' seeds, computed here with scipy."""
+    spec = load_study("scale", profile="local")
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    rng = np.random.default_rng(6)
+    values = {}
+    for cell, axes in enumerate(spec.cells()):
+        layers, mode = axes["model.num_layers"], axes["batching.mode"]
+        for seed in (1, 2, 3):
+            cross = 0.3 + 0.01 * layers + (0.002 * layers if mode == "hybrid" else 0) + rng.normal(0, 0.005)
+            mono = 0.5 + (0.001 * layers if mode == "hybrid" else 0) + rng.normal(0, 0.005)
+            values.setdefault((layers, mode), []).append((cross, mono))
+            metrics = {"inter/cross_map": 0.3}
+            for dataset in ("xquad-r", "mlqa-r"):
+                metrics.update({f"final/{dataset}/cross_map": cross, f"final/{dataset}/mono_map": mono,
+                                f"final/{dataset}/multi_map": 0.2, f"final/{dataset}/rank_distance": 10.0})
+            store.append_trial(_trial(spec, f"c{cell}s{seed}", cell, "seeds" if seed > 1 else "search", metrics,
+                                      seed=seed))
+    out = build_reports(tmp_path)
+    gains = pd.read_csv(out / "scale_gain.csv")
+    rows = gains[gains["dataset"] == "xquad-r"].set_index("rung")
+    assert list(rows.index) == [1, 2, 3] and "4 layers" in rows.loc[1, "model"]
+    for rung, layers in ((1, 4), (2, 8), (3, 12)):
+        for other, index, column in (("xx", 0, "hybrid_minus_xx_cross_map"), ("xy", 1, "hybrid_minus_xy_mono_map")):
+            a = [v[index] for v in values[(layers, "hybrid")]]
+            b = [v[index] for v in values[(layers, other)]]
+            welch = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+            assert rows.loc[rung, column] == pytest.approx(np.mean(a) - np.mean(b))
+            assert (rows.loc[rung, f"{column}_ci_low"], rows.loc[rung, f"{column}_ci_high"]) == pytest.approx(
+                (welch.low, welch.high))
+    table = pd.read_csv(out / "scale.csv")
+    assert set(table["rung"]) == {1, 2, 3}
+    assert (out / "scale_gain_xx_xquad-r.png").stat().st_size > 0
+
+
 def test_store_dedupes_rows_of_a_resumed_study(tmp_path):
     store = ResultStore(tmp_path)
     store.append_history({"trial_id": "a", "study_step": 10, "inter/cross_map": 0.1})
@@ -301,8 +338,8 @@ def test_data_report_shows_the_target_languages_exposure(tmp_path):
 
 
 def test_scale_report_best_mode_per_model(tmp_path):
-    spec = load_study("scale", ["axes.model.name=[me5-small-offline-l3, me5-small-offline]",
-                                "axes.batching.mode=[xx, hybrid]"])
+    spec = load_study("scale", ["axes={model.name: [me5-small-offline-l3, me5-small-offline], batching.mode: [xx, hybrid]}",
+                                "model.num_layers=null"])
     dump_study(spec, tmp_path / "study.yaml")
     store = ResultStore(tmp_path)
     rng = np.random.default_rng(6)
@@ -322,7 +359,7 @@ def test_scale_report_best_mode_per_model(tmp_path):
         rows = best[best["model"] == model]
         assert set(rows["best_batching_for_cross_map"]) == {winner}
     table = pd.read_csv(out / "scale.csv")
-    assert sorted(table["layers"].unique()) == [3, 12]
+    assert sorted(table["rung"].unique()) == [1, 2]  # the ladder's order: the model axis's values
 
 
 def test_paper_report_tables_beside_the_published_rows(tmp_path):

@@ -138,7 +138,7 @@ def test_shipped_studies_are_valid():
 
 
 QUESTION_STUDIES = ("languages", "batch", "data", "scale", "ratio")
-SIZED_FOR_SEEDS = ("ratio",)
+SIZED_FOR_SEEDS = ("scale", "ratio")
 
 
 @pytest.mark.parametrize("name", QUESTION_STUDIES)
