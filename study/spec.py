@@ -663,6 +663,8 @@ class StudySpec(_Strict):
                     raise ValueError(f"{where}.{field}: at most one of {tuple(known)} per side, got {keywords}")
                 for path, value in selector.items():
                     if path not in self.axes:
+                        if claim.untestable is not None:  # --set removed the axis: reported, not tested
+                            continue
                         raise ValueError(f"{where}.{field}: {path!r} is not an axis of the study {sorted(self.axes)}")
                     if value in known and not field.startswith("compare"):
                         raise ValueError(f"{where}.{field}.{path}: {value!r} is for compare only")
@@ -674,7 +676,7 @@ class StudySpec(_Strict):
                                              f"{rule.description} (axis {rule.axis}, report.builder {owner}) only")
             if claim.compare and claim.compare.a == claim.compare.b:
                 raise ValueError(f"{where}.compare: a and b select the same cells {claim.compare.a}")
-            if claim.slope:
+            if claim.slope and claim.untestable is None:
                 axis = claim.slope.axis
                 if axis not in self.axes:
                     raise ValueError(f"{where}.slope.axis: {axis!r} is not an axis of the study {sorted(self.axes)}")

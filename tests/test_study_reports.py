@@ -186,26 +186,134 @@ def _matrices(values: dict[str, dict[str, float]], multi: dict[str, float]) -> d
 
 
 def test_ratio_report_worst_language_and_spread(tmp_path):
-    spec = load_study("ratio", ["axes.batching.alpha=[0.0, 1.0]", "report.low_resource_languages=[th, el]"])
+    """Per language: the cross-lingual mAP of the pairs involving it (the worst-language claims'
+    statistic), from the stored per-query rows; worst language, spread, and the resource table."""
+    from tests.test_study_verdicts import per_query_rows, ratio_xquad
+
+    spec = load_study(ratio_xquad(), ["axes.batching.alpha=[0.0, 1.0]", "report.low_resource_languages=[th, el]"])
     dump_study(spec, tmp_path / "study.yaml")
     store = ResultStore(tmp_path)
-    langs = ["en", "th", "el"]
     expected = {}
     rng = np.random.default_rng(4)
     for cell, axes in enumerate(spec.cells()):
-        values = {q: {c: float(rng.uniform(0, 1)) for c in langs} for q in langs}
-        cross = {l: np.mean([values[l][c] for c in langs if c != l]) for l in ("th", "el")}
-        expected[axes["batching.alpha"]] = cross
+        frame = per_query_rows(rng, cross_shift=0.1 * cell)
+        cross = frame[frame.setting == "cross"]
+        expected[axes["batching.alpha"]] = {
+            lang: cross[(cross.query_lang == lang) | (cross.candidate_lang == lang)]
+            .groupby(["query_lang", "candidate_lang"])["ap"].mean().mean() for lang in ("th", "el")}
         row = _trial(spec, f"t{cell}", cell, "search", {"inter/cross_map": 0.3, "final/xquad-r/cross_map": 0.3},
                      tuned={"optim.lr": 1e-4})
-        store.append_trial(row, _matrices(values, {l: 0.5 for l in langs}))
+        store.write_per_query(f"t{cell}", frame)
+        store.append_trial(row)
     out = build_reports(tmp_path)
     table = pd.read_csv(out / "ratio.csv").set_index("alpha")
     for alpha, cross in expected.items():
         worst = min(cross, key=cross.get)
         assert table.loc[alpha, "worst_language"] == worst
-        assert table.loc[alpha, "worst_cross_map"] == pytest.approx(cross[worst])
+        assert table.loc[alpha, "worst"] == pytest.approx(cross[worst])
         assert table.loc[alpha, "spread_max_minus_min"] == pytest.approx(max(cross.values()) - min(cross.values()))
+    # the criterion: XQuAD-R has no language of Joshi et al. classes 0-2; th and el are class 3
+    levels = pd.read_csv(out / "ratio_resource_levels.csv").set_index("language")
+    assert not levels["low_resource"].any() and levels.loc["th", "joshi_class"] == 3
+    report = (out / "report.md").read_text()
+    assert "Joshi et al. 2020" in report and "xquad-r: meet it: none" in report
+
+
+def _low_resource_rows(rng, alpha: float) -> pd.DataFrame:
+    """Per-query rows of the shipped ratio study's three final sets: XQuAD-R (en/el/th), AfriQA
+    (African-language queries -> en, fon -> fr) and FLORES bitext (en <-> each language, both
+    directions); cross-lingual values fall with alpha."""
+    rows = []
+    for q in ("en", "el", "th"):
+        for c in [x for x in ("en", "el", "th") if x != q]:
+            for i in range(40):
+                rows.append({"dataset": "xquad-r", "setting": "cross", "query_lang": q, "candidate_lang": c,
+                             "query_id": f"x{i}", "ap": float(np.clip(0.5 - 0.1 * alpha + rng.normal(0, 0.05), 0, 1))})
+    for lang in ("fon", "ha", "ig", "rw", "sw", "tw", "yo", "zu"):
+        for i in range(30):
+            rows.append({"dataset": "afriqa", "setting": "cross", "query_lang": lang,
+                         "candidate_lang": "fr" if lang == "fon" else "en", "query_id": f"{lang}{i}",
+                         "ap": float(np.clip(0.3 - 0.1 * alpha + rng.normal(0, 0.05), 0, 1))})
+    for lang in ("am", "fon", "ha", "ig", "rw", "so", "sw", "tw", "yo", "zu"):
+        for i in range(30):
+            for q, c in (("en", lang), (lang, "en")):
+                correct = float(rng.uniform() < 0.6 - 0.2 * alpha)
+                rows.append({"dataset": "flores", "setting": "bitext", "query_lang": q, "candidate_lang": c,
+                             "query_id": f"f{i}", "correct@1": correct, "ap": correct, "rank": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_ratio_report_and_claims_on_afriqa_and_flores(tmp_path):
+    """The shipped ratio study's local design end to end on synthetic per-query rows: every claim
+    (AfriQA, FLORES bitext, XQuAD-R; trends, worst language) gets a verdict, the report follows
+    each language on its sets (bitext accuracy on FLORES) and lists who meets the criterion."""
+    spec = load_study("ratio", profile="local")
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    rng = np.random.default_rng(5)
+    frames = {}
+    for cell, axes in enumerate(spec.cells()):
+        for seed in (1, 2):
+            trial_id = f"a{cell}s{seed}"
+            frames[trial_id] = _low_resource_rows(rng, axes["batching.alpha"])
+            store.write_per_query(trial_id, frames[trial_id])
+            store.append_trial(_trial(spec, trial_id, cell, "seeds" if seed > 1 else "search",
+                                      {"inter/accuracy": 0.5}, seed=seed))
+    out = build_reports(tmp_path)
+    verdicts = pd.read_csv(out / "verdict.csv").set_index("claim")
+    assert list(verdicts.index) == [claim.id for claim in spec.claims]
+    assert not (verdicts["verdict"] == "not tested").any(), verdicts["reason"].to_dict()
+    for claim in ("afriqa-cross-trend", "flores-bitext-trend", "xquad-el-th-cross-trend"):
+        assert verdicts.loc[claim, "estimate"] < 0
+    table = pd.read_csv(out / "ratio.csv")
+    flores = table[(table["dataset"] == "flores") & (table["alpha"] == 0.0)].iloc[0]
+    assert flores["metric"] == "bitext_accuracy"
+    sw = [f[(f.dataset == "flores") & ((f.query_lang == "sw") | (f.candidate_lang == "sw"))]
+          .groupby(["query_lang", "candidate_lang"])["correct@1"].mean().mean() for f in (frames["a0s1"], frames["a0s2"])]
+    assert flores["bitext_accuracy/sw"] == pytest.approx(np.mean(sw))
+    levels = pd.read_csv(out / "ratio_resource_levels.csv")
+    afriqa = levels[levels["dataset"] == "afriqa"]
+    assert afriqa["low_resource"].all() and set(afriqa["language"]) == {"fon", "ha", "ig", "rw", "sw", "tw", "yo", "zu"}
+    report = (out / "report.md").read_text()
+    assert "low-resource = class 0-2" in report and "xquad-r: meet it: none" in report
+    assert "Followed but NOT low-resource by this criterion" in report and "el (class 3" in report
+
+
+def test_scale_report_gain_of_hybrid_per_rung(tmp_path):
+    """Q4: per rung of the depth ladder, hybrid minus X-X (cross mAP) and minus X-Y (mono mAP)
+    with a Welch interval over the cells' seeds, computed here with scipy."""
+    spec = load_study("scale", profile="local")
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    rng = np.random.default_rng(6)
+    values = {}
+    for cell, axes in enumerate(spec.cells()):
+        layers, mode = axes["model.num_layers"], axes["batching.mode"]
+        for seed in (1, 2, 3):
+            cross = 0.3 + 0.01 * layers + (0.002 * layers if mode == "hybrid" else 0) + rng.normal(0, 0.005)
+            mono = 0.5 + (0.001 * layers if mode == "hybrid" else 0) + rng.normal(0, 0.005)
+            values.setdefault((layers, mode), []).append((cross, mono))
+            metrics = {"inter/cross_map": 0.3}
+            for dataset in ("xquad-r", "mlqa-r"):
+                metrics.update({f"final/{dataset}/cross_map": cross, f"final/{dataset}/mono_map": mono,
+                                f"final/{dataset}/multi_map": 0.2, f"final/{dataset}/rank_distance": 10.0})
+            store.append_trial(_trial(spec, f"c{cell}s{seed}", cell, "seeds" if seed > 1 else "search", metrics,
+                                      seed=seed))
+    out = build_reports(tmp_path)
+    gains = pd.read_csv(out / "scale_gain.csv")
+    rows = gains[gains["dataset"] == "xquad-r"].set_index("rung")
+    assert list(rows.index) == [1, 2, 3] and "4 layers" in rows.loc[1, "model"]
+    for rung, layers in ((1, 4), (2, 8), (3, 12)):
+        for other, index, column in (("xx", 0, "hybrid_minus_xx_cross_map"), ("xy", 1, "hybrid_minus_xy_mono_map")):
+            a = [v[index] for v in values[(layers, "hybrid")]]
+            b = [v[index] for v in values[(layers, other)]]
+            welch = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+            assert rows.loc[rung, column] == pytest.approx(np.mean(a) - np.mean(b))
+            assert (rows.loc[rung, f"{column}_ci_low"], rows.loc[rung, f"{column}_ci_high"]) == pytest.approx(
+                (welch.low, welch.high))
+    table = pd.read_csv(out / "scale.csv")
+    assert set(table["rung"]) == {1, 2, 3}
+    assert (out / "scale_gain_xx_xquad-r.png").stat().st_size > 0
 
 
 def test_store_dedupes_rows_of_a_resumed_study(tmp_path):
@@ -283,8 +391,8 @@ def test_data_report_shows_the_target_languages_exposure(tmp_path):
 
 
 def test_scale_report_best_mode_per_model(tmp_path):
-    spec = load_study("scale", ["axes.model.name=[me5-small-offline-l3, me5-small-offline]",
-                                "axes.batching.mode=[xx, hybrid]"])
+    spec = load_study("scale", ["axes={model.name: [me5-small-offline-l3, me5-small-offline], batching.mode: [xx, hybrid]}",
+                                "model.num_layers=null"])
     dump_study(spec, tmp_path / "study.yaml")
     store = ResultStore(tmp_path)
     rng = np.random.default_rng(6)
@@ -304,7 +412,7 @@ def test_scale_report_best_mode_per_model(tmp_path):
         rows = best[best["model"] == model]
         assert set(rows["best_batching_for_cross_map"]) == {winner}
     table = pd.read_csv(out / "scale.csv")
-    assert sorted(table["layers"].unique()) == [3, 12]
+    assert sorted(table["rung"].unique()) == [1, 2]  # the ladder's order: the model axis's values
 
 
 def test_paper_report_tables_beside_the_published_rows(tmp_path):
