@@ -390,6 +390,55 @@ def test_data_report_shows_the_target_languages_exposure(tmp_path):
     assert "exposure_xx_pairs" in (out / "report.md").read_text()
 
 
+def test_data_report_map_beside_ndcg_growth_per_doubling_and_epochs(tmp_path):
+    """mAP beside nDCG@10 (per pair and per target), the per-target growth slope per doubling
+    of the in-language pairs (OLS over log2 size, every trial a point, sizes > 0), the exposure's
+    epochs (pairs with the language / its pairs) and the findings line that reads them."""
+    spec = load_study("data", ["axes.data.pairs_per_target_language=[0, 50, 100, 200]", "report.target_languages=[th]",
+                               "tune={}", "search.samples_per_cell=1", "claims=[]"])
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    langs = ["en", "th"]
+    rng = np.random.default_rng(9)
+    points, maps, epochs = [], {}, {}
+    for cell, axes in enumerate(spec.cells()):
+        size = axes["data.pairs_per_target_language"]
+        for seed in range(2):
+            level = 0.4 + 0.02 * np.log2(max(size, 1)) + rng.normal(0, 0.005)
+            ndcg = {q: {c: level + (0.01 if q == c else 0.0) for c in langs} for q in langs}
+            ap = {q: {c: level / 2 for c in langs} for q in langs}
+            seen = min(size, 100)  # 200 pairs get the exposure of 100: below one epoch
+            counts = {"xx_batches": 2, "xx_pairs": 3 * seen // 5, "xy_query_pairs": seen // 2, "xy_passage_pairs": seen // 4}
+            metrics = {"inter/cross_ndcg@10": 0.3, **{f"train/exposure/th/{f}": v for f, v in counts.items()}}
+            if size:
+                points.append((size, np.mean([ndcg[q][c] for q in langs for c in langs if "th" in (q, c)])))
+                epochs.setdefault(size, []).append((counts["xx_pairs"] + counts["xy_query_pairs"]
+                                                    + counts["xy_passage_pairs"]) / size)
+            maps.setdefault(size, []).append(np.mean([ap[q][c] for q in langs for c in langs if "th" in (q, c)]))
+            table = {"map": {c: {q: ap[q][c] for q in langs} for c in langs},
+                     "ndcg@10": {c: {q: ndcg[q][c] for q in langs} for c in langs}}
+            store.append_trial(_trial(spec, f"t{cell}{seed}", cell, "search" if seed == 0 else "seeds", metrics,
+                                      seed=None if seed == 0 else seed), {"xquad-r": table})
+    out = build_reports(tmp_path)
+    per_target = pd.read_csv(out / "data_per_target.csv").set_index("pairs_per_target_language")
+    for size, values in maps.items():
+        assert per_target.loc[size, "mean_map"] == pytest.approx(np.mean(values))
+        assert per_target.loc[size, "mean_map_ci_low"] < per_target.loc[size, "mean_map"] or np.ptp(values) == 0
+    assert "map" in pd.read_csv(out / "data.csv")
+    growth = pd.read_csv(out / "data_growth.csv").set_index("metric")
+    xs, ys = np.log2([p[0] for p in points]), [p[1] for p in points]
+    assert growth.loc["ndcg@10", "slope_per_doubling"] == pytest.approx(np.polyfit(xs, ys, 1)[0])
+    assert growth.loc["ndcg@10", "slope_per_doubling_ci_low"] < growth.loc["ndcg@10", "slope_per_doubling"]
+    assert (growth.loc["ndcg@10", "from_pairs"], growth.loc["ndcg@10", "to_pairs"]) == (50, 200)
+    exposure = pd.read_csv(out / "data_exposure.csv").set_index("pairs_per_target_language")
+    for size, values in epochs.items():
+        assert exposure.loc[size, "exposure_epochs"] == pytest.approx(np.mean(values))
+    assert np.isnan(exposure.loc[0, "exposure_epochs"])
+    report = (out / "report.md").read_text()
+    assert "nominal epochs" in report and f"50: {np.mean([3 * 50 // 5 + 25 + 12] * 2):,.0f} pairs" in report
+    assert f"Fewest epochs: {np.mean(epochs[200]):.2f} (th at 200 pairs): below 1" in report
+
+
 def test_scale_report_best_mode_per_model(tmp_path):
     spec = load_study("scale", ["axes={model.name: [me5-small-offline-l3, me5-small-offline], batching.mode: [xx, hybrid]}",
                                 "model.num_layers=null"])

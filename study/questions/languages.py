@@ -1,7 +1,8 @@
 """Q1: does zero-shot cross-lingual retrieval degrade as training languages grow past 40?
 
-Per language count and final dataset: cross-lingual mAP, F1@k, multilingual mAP (with CIs
-over seeds), the change relative to the reference count (40 by default), and per dataset
+Per language count and final dataset: cross-lingual mAP, retrieval F1@10 (with the one relevant
+passage of a cross-lingual LAReQA query it is 2/11 x R@10, not the QA F1 of extractive QA),
+multilingual mAP (with CIs over seeds), the change relative to the reference count (40 by default), and per dataset
 the least-squares slope per added language beyond the reference with its 95% CI;
 XQuAD-R vs MLQA-R side by side.
 
