@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from typing import Any
 
 from hybridir.evaluation.vocabulary import CROSS_MAP, MONO_MAP, MULTI_MAP
@@ -109,6 +110,7 @@ def train_logging_config():
 
 def configure_worker() -> None:
     """Train workers and the zero-shot task: quiet unless the driver runs ``--verbose``."""
+    install_exit_unraisable_hook()
     if verbose_enabled():
         return
     from hybridir.progress import quiet_libraries
@@ -118,6 +120,26 @@ def configure_worker() -> None:
     # Ray Train's worker logs each report (metrics dict included) through a logger named after
     # its file path, a child of the root logger, which Train itself sets to INFO.
     logging.getLogger().setLevel(logging.WARNING)
+
+
+def install_exit_unraisable_hook() -> None:
+    """Ray stops a finished trial's workers with SIGTERM, and its handler raises ``SystemExit``
+    wherever the worker happens to be; inside a finalizer (a weakref callback, a ``__del__``)
+    Python cannot raise it and prints "Exception ignored in ... SystemExit: 1" with a
+    traceback, which Ray forwards to the study's console between trial lines (seen on a loaded
+    machine). That exit is the intended one, so this hook drops exactly those reports; every
+    other unraisable exception still goes to the previous hook."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_hybridir_exit_filter", False):
+        return
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, SystemExit):
+            return
+        previous(unraisable)
+
+    hook._hybridir_exit_filter = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 # --------------------------------------------------------------------------- formatting

@@ -271,7 +271,8 @@ class ClaimCompare(_Strict):
 class ClaimSlope(_Strict):
     """The OLS slope of the claim statistic per unit of ``axis`` (on its ``scale``: per
     doubling for log2, per e-fold for log), over the cells whose axis value lies in
-    [``from``, ``to``] (``to`` None: no upper end; other axes fixed by ``where``, else averaged)."""
+    [``from``, ``to``] (``to`` None: no upper end; other axes fixed by ``where``, else averaged).
+    Non-numeric axis values (``all``) lie outside every range: allowed only with ``to``."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
@@ -663,6 +664,8 @@ class StudySpec(_Strict):
                     raise ValueError(f"{where}.{field}: at most one of {tuple(known)} per side, got {keywords}")
                 for path, value in selector.items():
                     if path not in self.axes:
+                        if claim.untestable is not None:  # --set removed the axis: reported, not tested
+                            continue
                         raise ValueError(f"{where}.{field}: {path!r} is not an axis of the study {sorted(self.axes)}")
                     if value in known and not field.startswith("compare"):
                         raise ValueError(f"{where}.{field}.{path}: {value!r} is for compare only")
@@ -674,14 +677,18 @@ class StudySpec(_Strict):
                                              f"{rule.description} (axis {rule.axis}, report.builder {owner}) only")
             if claim.compare and claim.compare.a == claim.compare.b:
                 raise ValueError(f"{where}.compare: a and b select the same cells {claim.compare.a}")
-            if claim.slope:
+            if claim.slope and claim.untestable is None:
                 axis = claim.slope.axis
                 if axis not in self.axes:
                     raise ValueError(f"{where}.slope.axis: {axis!r} is not an axis of the study {sorted(self.axes)}")
                 if axis in claim.slope.where:
                     raise ValueError(f"{where}.slope.where: fixes the slope's own axis {axis!r}")
-                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.axes[axis]):
-                    raise ValueError(f"{where}.slope.axis: {axis!r} has non-numeric values {self.axes[axis]}")
+                words = [v for v in self.axes[axis] if not isinstance(v, (int, float)) or isinstance(v, bool)]
+                # A word value ("all": the whole source) has no place on a numeric scale: a slope
+                # with an upper end (to) leaves it out; without one it would silently end below it.
+                if words and claim.slope.to is None:
+                    raise ValueError(f"{where}.slope.axis: {axis!r} has non-numeric values {words} "
+                                     f"(of {self.axes[axis]}): give slope.to to end the range below them")
                 if claim.slope.scale != "linear":
                     bad = [v for v in self.axes[axis] if claim.slope.covers(v) and v <= 0]
                     if bad or claim.slope.from_ <= 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
@@ -183,6 +184,26 @@ def test_log2_slope_over_a_range(tmp_path):
 ])
 def test_bad_slopes_are_rejected_naming_claim_and_field(slope, needles):
     expect_error(study(STEPS, [{**CLAIM, "slope": slope}]), *needles)
+
+
+def test_a_word_axis_value_needs_a_slope_that_ends_below_it():
+    """data.pairs_per_target_language = [..., 250, "all"]: "all" has no x; a slope must name
+    its upper end (to) so it cannot silently stop below "all", and then leaves it out."""
+    from hybridir.evaluation.significance import slope_weights
+
+    axis = "data.pairs_per_target_language"
+    slope = {**CLAIM, "id": "grows", "involving": ["th"], "slope": {"axis": axis, "from": 50, "scale": "log2"}}
+    sets = [f"axes.{axis}=[0, 50, 100, 250, all]", "report.target_languages=[th]"]
+    with pytest.raises(StudyConfigError) as error:
+        load_study("data", sets + [f"claims=[{json.dumps(slope)}]"])
+    for needle in ("claims[0] (grows).slope.axis", "non-numeric values ['all']", "slope.to"):
+        assert needle in str(error.value)
+    slope["slope"]["to"] = 250
+    spec = load_study("data", sets + [f"claims=[{json.dumps(slope)}]"])
+    weights = claim_cell_weights(spec, spec.claims[0])
+    expected = slope_weights({x: x for x in np.log2([50, 100, 250])})
+    assert {spec.cells()[c][axis]: w for c, w in weights.items()} == pytest.approx(
+        dict(zip([50, 100, 250], expected.values())))  # 0 is below from, "all" outside the range
 
 
 # --- the same contrast across two datasets --------------------------------------------------------

@@ -185,3 +185,32 @@ def test_encoding_shows_a_bar_on_a_terminal_and_nothing_in_a_log(monkeypatch, ti
     assert "encode queries" in terminal.getvalue() and "/9" in terminal.getvalue()
     assert (plain == drawn).all()
     quiet_libraries()  # leaves the library usable
+
+
+def test_worker_drops_only_the_exit_raised_inside_a_finalizer():
+    """Ray's SIGTERM handler raising SystemExit inside a finalizer must not reach the console;
+    any other exception in a finalizer still does. Run in a subprocess: the hook is global."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import gc
+        from study.console import configure_worker
+
+        class Dies:
+            def __init__(self, exc):
+                self.exc = exc
+            def __del__(self):
+                raise self.exc
+
+        configure_worker()
+        configure_worker()  # twice: one hook, not a chain of two
+        Dies(SystemExit(1)); gc.collect()
+        Dies(ValueError("a real finalizer bug")); gc.collect()
+        print("alive")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "alive"
+    assert "SystemExit" not in done.stderr
+    assert done.stderr.count("Exception ignored") == 1 and "ValueError: a real finalizer bug" in done.stderr

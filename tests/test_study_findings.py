@@ -221,21 +221,45 @@ def _cluster_profiles() -> list[tuple[str, str]]:
 
 def test_the_question_studies_have_a_cluster_profile():
     names = {study for study, _ in _cluster_profiles()}
-    assert {"languages", "batch", "data", "paper"} <= names
+    assert {"languages", "batch", "data", "paper", "ratio", "scale"} <= names
+
+
+# The hub's model-size ladder as a mocked hub serves it: the published configs' depth and width
+# (huggingface.co/intfloat/multilingual-e5-{small,base,large}/config.json).
+HUB_LADDER = {"intfloat/multilingual-e5-small": (12, 384), "intfloat/multilingual-e5-base": (12, 768),
+              "intfloat/multilingual-e5-large": (24, 1024)}
 
 
 @pytest.mark.parametrize(("study", "profile"), _cluster_profiles())
 def test_cluster_profile_passes_the_pre_ray_checks_with_mocked_gpus(study, profile, tmp_path, monkeypatch):
     import torch
+    from transformers import XLMRobertaConfig
 
+    from hybridir import model as model_module
     from study import checks
     from study.run import parse_args, prepare
 
     # a mocked cluster: 8 GPUs and 64 CPUs (torch's device count and the CPU count the checks read)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
     monkeypatch.setattr(checks.os, "cpu_count", lambda: 64)
+    # and a mocked hub: the model-size ladder's configs (the pre-Ray model check reads configs only)
+    hub_reads = []
+    real_config = model_module._encoder_config
+
+    def hub_config(source, name):
+        if source not in HUB_LADDER:
+            return real_config(source, name)
+        hub_reads.append(source)
+        layers, hidden = HUB_LADDER[source]
+        return XLMRobertaConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=hidden // 64,
+                                intermediate_size=4 * hidden)
+
+    monkeypatch.setattr(model_module, "_encoder_config", hub_config)
     spec, output = prepare(parse_args(["--study", study, "--profile", profile, "--output", str(tmp_path / "run")]))
     assert spec.profile == profile and spec.resources.use_gpu
+    if study == "scale":  # the real size ladder by hub id, each model checked before Ray, every claim on its grid
+        assert {cell["model.name"] for cell in spec.cells()} == set(HUB_LADDER) == set(hub_reads)
+        assert spec.claims and all(claim.untestable is None for claim in spec.claims)
     assert (output / "study.yaml").is_file()
     # the same check a running cluster gets (study.run.start_ray with --address), from its resources
     checks.check_cluster_resources(spec, {"CPU": 64.0, "GPU": 8.0})
@@ -291,9 +315,9 @@ def test_languages_regime_from_the_design():
     from study.question import get_question
 
     findings = get_question("languages").findings
-    fixed = load_study("languages", profile="local")  # 60 steps x 16 at 11 / 40 / 80 languages
+    fixed = load_study("languages", profile="local")  # 36 steps x 32 at 11 / 40 / 64 / 96 / 128 languages
     text = "\n".join(findings(SimpleNamespace(spec=fixed), {}))
-    assert "fixed total budget" in text and "960 training pairs" in text and "11: ~87" in text and "80: ~12" in text
+    assert "fixed total budget" in text and "1,152 training pairs" in text and "11: ~105" in text and "128: ~9" in text
     grown = load_study("languages", ["axes.data.num_languages=[10, 40]", "axes.max_steps=[100, 400]",
                                      "batching.batch_size=16", "claims=[]"])
     # max_steps as a second axis: each count meets both step counts, neither regime holds

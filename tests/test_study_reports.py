@@ -97,6 +97,45 @@ def test_languages_report_change_and_slope(tmp_path):
     assert "NTREX-128" in (out / "report.md").read_text()
 
 
+def test_languages_report_proves_the_dilution_from_the_recorded_exposure(tmp_path):
+    """languages_exposure.csv: per count, the evaluation languages' share of the training texts
+    computed from train/exposure/* (not from the design), and the report.md line stating it."""
+    spec = load_study("languages", ["axes.data.num_languages=[4, 8]", "evaluation.final=[{dataset: xquad-r, languages: [de, ar]}]",
+                                    "claims=[]", "tune={}", "search.samples_per_cell=1"])
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    langs = ["en", "ar", "de", "el", "es", "hi", "ru", "th"]
+    expected_share = {}
+    for cell, axes in enumerate(spec.cells()):
+        n = axes["data.num_languages"]
+        for seed in range(2):
+            metrics = {"inter/cross_map": 0.5, "final/xquad-r/cross_map": 0.4}
+            if n == 4 or seed == 0:  # the 8-language cell: one trial predates the exposure record
+                texts_eval = total = 0
+                for k, lang in enumerate(langs[:n]):
+                    # X-X pairs count twice (query and passage); X-Y pairs once per side
+                    counts = {"xx_batches": 1, "xx_pairs": 4 + k + seed, "xy_query_pairs": 3 + k, "xy_passage_pairs": 2 + seed}
+                    metrics.update({f"train/exposure/{lang}/{f}": v for f, v in counts.items()})
+                    total += counts["xx_pairs"] + counts["xy_query_pairs"]
+                    if lang in ("de", "ar"):
+                        texts_eval += 2 * counts["xx_pairs"] + counts["xy_query_pairs"] + counts["xy_passage_pairs"]
+                expected_share.setdefault(n, []).append(texts_eval / (2 * total))
+            store.append_trial(_trial(spec, f"t{cell}{seed}", cell, "search" if seed == 0 else "seeds", metrics,
+                                      seed=None if seed == 0 else seed))
+    out = build_reports(tmp_path)
+    exposure = pd.read_csv(out / "languages_exposure.csv").set_index("num_languages")
+    assert list(exposure.index) == [4, 8]
+    assert exposure.loc[4, "n_trials_with_exposure"] == 2 and exposure.loc[8, "n_trials_with_exposure"] == 1
+    for n in (4, 8):
+        assert exposure.loc[n, "eval_languages_text_share"] == pytest.approx(np.mean(expected_share[n]))
+        assert exposure.loc[n, "even_spread_share"] == pytest.approx(2 / n)
+        assert exposure.loc[n, "languages_with_exposure"] == n
+    assert exposure.loc[4, "evaluation_languages"] == "de ar"
+    report = (out / "report.md").read_text()
+    assert "Recorded exposure" in report and "falls" in report
+    assert f"4: {100 * np.mean(expected_share[4]):.1f}%" in report
+
+
 def test_batch_report_frontier_and_recommendation(tmp_path):
     spec = load_study("batch", ["axes.data.num_languages=[5, 20]", "axes.batching.batch_size=[16, 32, 64, 128]"])
     dump_study(spec, tmp_path / "study.yaml")
@@ -147,26 +186,134 @@ def _matrices(values: dict[str, dict[str, float]], multi: dict[str, float]) -> d
 
 
 def test_ratio_report_worst_language_and_spread(tmp_path):
-    spec = load_study("ratio", ["axes.batching.alpha=[0.0, 1.0]", "report.low_resource_languages=[th, el]"])
+    """Per language: the cross-lingual mAP of the pairs involving it (the worst-language claims'
+    statistic), from the stored per-query rows; worst language, spread, and the resource table."""
+    from tests.test_study_verdicts import per_query_rows, ratio_xquad
+
+    spec = load_study(ratio_xquad(), ["axes.batching.alpha=[0.0, 1.0]", "report.low_resource_languages=[th, el]"])
     dump_study(spec, tmp_path / "study.yaml")
     store = ResultStore(tmp_path)
-    langs = ["en", "th", "el"]
     expected = {}
     rng = np.random.default_rng(4)
     for cell, axes in enumerate(spec.cells()):
-        values = {q: {c: float(rng.uniform(0, 1)) for c in langs} for q in langs}
-        cross = {l: np.mean([values[l][c] for c in langs if c != l]) for l in ("th", "el")}
-        expected[axes["batching.alpha"]] = cross
+        frame = per_query_rows(rng, cross_shift=0.1 * cell)
+        cross = frame[frame.setting == "cross"]
+        expected[axes["batching.alpha"]] = {
+            lang: cross[(cross.query_lang == lang) | (cross.candidate_lang == lang)]
+            .groupby(["query_lang", "candidate_lang"])["ap"].mean().mean() for lang in ("th", "el")}
         row = _trial(spec, f"t{cell}", cell, "search", {"inter/cross_map": 0.3, "final/xquad-r/cross_map": 0.3},
                      tuned={"optim.lr": 1e-4})
-        store.append_trial(row, _matrices(values, {l: 0.5 for l in langs}))
+        store.write_per_query(f"t{cell}", frame)
+        store.append_trial(row)
     out = build_reports(tmp_path)
     table = pd.read_csv(out / "ratio.csv").set_index("alpha")
     for alpha, cross in expected.items():
         worst = min(cross, key=cross.get)
         assert table.loc[alpha, "worst_language"] == worst
-        assert table.loc[alpha, "worst_cross_map"] == pytest.approx(cross[worst])
+        assert table.loc[alpha, "worst"] == pytest.approx(cross[worst])
         assert table.loc[alpha, "spread_max_minus_min"] == pytest.approx(max(cross.values()) - min(cross.values()))
+    # the criterion: XQuAD-R has no language of Joshi et al. classes 0-2; th and el are class 3
+    levels = pd.read_csv(out / "ratio_resource_levels.csv").set_index("language")
+    assert not levels["low_resource"].any() and levels.loc["th", "joshi_class"] == 3
+    report = (out / "report.md").read_text()
+    assert "Joshi et al. 2020" in report and "xquad-r: meet it: none" in report
+
+
+def _low_resource_rows(rng, alpha: float) -> pd.DataFrame:
+    """Per-query rows of the shipped ratio study's three final sets: XQuAD-R (en/el/th), AfriQA
+    (African-language queries -> en, fon -> fr) and FLORES bitext (en <-> each language, both
+    directions); cross-lingual values fall with alpha."""
+    rows = []
+    for q in ("en", "el", "th"):
+        for c in [x for x in ("en", "el", "th") if x != q]:
+            for i in range(40):
+                rows.append({"dataset": "xquad-r", "setting": "cross", "query_lang": q, "candidate_lang": c,
+                             "query_id": f"x{i}", "ap": float(np.clip(0.5 - 0.1 * alpha + rng.normal(0, 0.05), 0, 1))})
+    for lang in ("fon", "ha", "ig", "rw", "sw", "tw", "yo", "zu"):
+        for i in range(30):
+            rows.append({"dataset": "afriqa", "setting": "cross", "query_lang": lang,
+                         "candidate_lang": "fr" if lang == "fon" else "en", "query_id": f"{lang}{i}",
+                         "ap": float(np.clip(0.3 - 0.1 * alpha + rng.normal(0, 0.05), 0, 1))})
+    for lang in ("am", "fon", "ha", "ig", "rw", "so", "sw", "tw", "yo", "zu"):
+        for i in range(30):
+            for q, c in (("en", lang), (lang, "en")):
+                correct = float(rng.uniform() < 0.6 - 0.2 * alpha)
+                rows.append({"dataset": "flores", "setting": "bitext", "query_lang": q, "candidate_lang": c,
+                             "query_id": f"f{i}", "correct@1": correct, "ap": correct, "rank": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_ratio_report_and_claims_on_afriqa_and_flores(tmp_path):
+    """The shipped ratio study's local design end to end on synthetic per-query rows: every claim
+    (AfriQA, FLORES bitext, XQuAD-R; trends, worst language) gets a verdict, the report follows
+    each language on its sets (bitext accuracy on FLORES) and lists who meets the criterion."""
+    spec = load_study("ratio", profile="local")
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    rng = np.random.default_rng(5)
+    frames = {}
+    for cell, axes in enumerate(spec.cells()):
+        for seed in (1, 2):
+            trial_id = f"a{cell}s{seed}"
+            frames[trial_id] = _low_resource_rows(rng, axes["batching.alpha"])
+            store.write_per_query(trial_id, frames[trial_id])
+            store.append_trial(_trial(spec, trial_id, cell, "seeds" if seed > 1 else "search",
+                                      {"inter/accuracy": 0.5}, seed=seed))
+    out = build_reports(tmp_path)
+    verdicts = pd.read_csv(out / "verdict.csv").set_index("claim")
+    assert list(verdicts.index) == [claim.id for claim in spec.claims]
+    assert not (verdicts["verdict"] == "not tested").any(), verdicts["reason"].to_dict()
+    for claim in ("afriqa-cross-trend", "flores-bitext-trend", "xquad-el-th-cross-trend"):
+        assert verdicts.loc[claim, "estimate"] < 0
+    table = pd.read_csv(out / "ratio.csv")
+    flores = table[(table["dataset"] == "flores") & (table["alpha"] == 0.0)].iloc[0]
+    assert flores["metric"] == "bitext_accuracy"
+    sw = [f[(f.dataset == "flores") & ((f.query_lang == "sw") | (f.candidate_lang == "sw"))]
+          .groupby(["query_lang", "candidate_lang"])["correct@1"].mean().mean() for f in (frames["a0s1"], frames["a0s2"])]
+    assert flores["bitext_accuracy/sw"] == pytest.approx(np.mean(sw))
+    levels = pd.read_csv(out / "ratio_resource_levels.csv")
+    afriqa = levels[levels["dataset"] == "afriqa"]
+    assert afriqa["low_resource"].all() and set(afriqa["language"]) == {"fon", "ha", "ig", "rw", "sw", "tw", "yo", "zu"}
+    report = (out / "report.md").read_text()
+    assert "low-resource = class 0-2" in report and "xquad-r: meet it: none" in report
+    assert "Followed but NOT low-resource by this criterion" in report and "el (class 3" in report
+
+
+def test_scale_report_gain_of_hybrid_per_rung(tmp_path):
+    """Q4: per rung of the depth ladder, hybrid minus X-X (cross mAP) and minus X-Y (mono mAP)
+    with a Welch interval over the cells' seeds, computed here with scipy."""
+    spec = load_study("scale", profile="local")
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    rng = np.random.default_rng(6)
+    values = {}
+    for cell, axes in enumerate(spec.cells()):
+        layers, mode = axes["model.num_layers"], axes["batching.mode"]
+        for seed in (1, 2, 3):
+            cross = 0.3 + 0.01 * layers + (0.002 * layers if mode == "hybrid" else 0) + rng.normal(0, 0.005)
+            mono = 0.5 + (0.001 * layers if mode == "hybrid" else 0) + rng.normal(0, 0.005)
+            values.setdefault((layers, mode), []).append((cross, mono))
+            metrics = {"inter/cross_map": 0.3}
+            for dataset in ("xquad-r", "mlqa-r"):
+                metrics.update({f"final/{dataset}/cross_map": cross, f"final/{dataset}/mono_map": mono,
+                                f"final/{dataset}/multi_map": 0.2, f"final/{dataset}/rank_distance": 10.0})
+            store.append_trial(_trial(spec, f"c{cell}s{seed}", cell, "seeds" if seed > 1 else "search", metrics,
+                                      seed=seed))
+    out = build_reports(tmp_path)
+    gains = pd.read_csv(out / "scale_gain.csv")
+    rows = gains[gains["dataset"] == "xquad-r"].set_index("rung")
+    assert list(rows.index) == [1, 2, 3] and "4 layers" in rows.loc[1, "model"]
+    for rung, layers in ((1, 4), (2, 8), (3, 12)):
+        for other, index, column in (("xx", 0, "hybrid_minus_xx_cross_map"), ("xy", 1, "hybrid_minus_xy_mono_map")):
+            a = [v[index] for v in values[(layers, "hybrid")]]
+            b = [v[index] for v in values[(layers, other)]]
+            welch = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+            assert rows.loc[rung, column] == pytest.approx(np.mean(a) - np.mean(b))
+            assert (rows.loc[rung, f"{column}_ci_low"], rows.loc[rung, f"{column}_ci_high"]) == pytest.approx(
+                (welch.low, welch.high))
+    table = pd.read_csv(out / "scale.csv")
+    assert set(table["rung"]) == {1, 2, 3}
+    assert (out / "scale_gain_xx_xquad-r.png").stat().st_size > 0
 
 
 def test_store_dedupes_rows_of_a_resumed_study(tmp_path):
@@ -243,9 +390,58 @@ def test_data_report_shows_the_target_languages_exposure(tmp_path):
     assert "exposure_xx_pairs" in (out / "report.md").read_text()
 
 
+def test_data_report_map_beside_ndcg_growth_per_doubling_and_epochs(tmp_path):
+    """mAP beside nDCG@10 (per pair and per target), the per-target growth slope per doubling
+    of the in-language pairs (OLS over log2 size, every trial a point, sizes > 0), the exposure's
+    epochs (pairs with the language / its pairs) and the findings line that reads them."""
+    spec = load_study("data", ["axes.data.pairs_per_target_language=[0, 50, 100, 200]", "report.target_languages=[th]",
+                               "tune={}", "search.samples_per_cell=1", "claims=[]"])
+    dump_study(spec, tmp_path / "study.yaml")
+    store = ResultStore(tmp_path)
+    langs = ["en", "th"]
+    rng = np.random.default_rng(9)
+    points, maps, epochs = [], {}, {}
+    for cell, axes in enumerate(spec.cells()):
+        size = axes["data.pairs_per_target_language"]
+        for seed in range(2):
+            level = 0.4 + 0.02 * np.log2(max(size, 1)) + rng.normal(0, 0.005)
+            ndcg = {q: {c: level + (0.01 if q == c else 0.0) for c in langs} for q in langs}
+            ap = {q: {c: level / 2 for c in langs} for q in langs}
+            seen = min(size, 100)  # 200 pairs get the exposure of 100: below one epoch
+            counts = {"xx_batches": 2, "xx_pairs": 3 * seen // 5, "xy_query_pairs": seen // 2, "xy_passage_pairs": seen // 4}
+            metrics = {"inter/cross_ndcg@10": 0.3, **{f"train/exposure/th/{f}": v for f, v in counts.items()}}
+            if size:
+                points.append((size, np.mean([ndcg[q][c] for q in langs for c in langs if "th" in (q, c)])))
+                epochs.setdefault(size, []).append((counts["xx_pairs"] + counts["xy_query_pairs"]
+                                                    + counts["xy_passage_pairs"]) / size)
+            maps.setdefault(size, []).append(np.mean([ap[q][c] for q in langs for c in langs if "th" in (q, c)]))
+            table = {"map": {c: {q: ap[q][c] for q in langs} for c in langs},
+                     "ndcg@10": {c: {q: ndcg[q][c] for q in langs} for c in langs}}
+            store.append_trial(_trial(spec, f"t{cell}{seed}", cell, "search" if seed == 0 else "seeds", metrics,
+                                      seed=None if seed == 0 else seed), {"xquad-r": table})
+    out = build_reports(tmp_path)
+    per_target = pd.read_csv(out / "data_per_target.csv").set_index("pairs_per_target_language")
+    for size, values in maps.items():
+        assert per_target.loc[size, "mean_map"] == pytest.approx(np.mean(values))
+        assert per_target.loc[size, "mean_map_ci_low"] < per_target.loc[size, "mean_map"] or np.ptp(values) == 0
+    assert "map" in pd.read_csv(out / "data.csv")
+    growth = pd.read_csv(out / "data_growth.csv").set_index("metric")
+    xs, ys = np.log2([p[0] for p in points]), [p[1] for p in points]
+    assert growth.loc["ndcg@10", "slope_per_doubling"] == pytest.approx(np.polyfit(xs, ys, 1)[0])
+    assert growth.loc["ndcg@10", "slope_per_doubling_ci_low"] < growth.loc["ndcg@10", "slope_per_doubling"]
+    assert (growth.loc["ndcg@10", "from_pairs"], growth.loc["ndcg@10", "to_pairs"]) == (50, 200)
+    exposure = pd.read_csv(out / "data_exposure.csv").set_index("pairs_per_target_language")
+    for size, values in epochs.items():
+        assert exposure.loc[size, "exposure_epochs"] == pytest.approx(np.mean(values))
+    assert np.isnan(exposure.loc[0, "exposure_epochs"])
+    report = (out / "report.md").read_text()
+    assert "nominal epochs" in report and f"50: {np.mean([3 * 50 // 5 + 25 + 12] * 2):,.0f} pairs" in report
+    assert f"Fewest epochs: {np.mean(epochs[200]):.2f} (th at 200 pairs): below 1" in report
+
+
 def test_scale_report_best_mode_per_model(tmp_path):
-    spec = load_study("scale", ["axes.model.name=[me5-small-offline-l3, me5-small-offline]",
-                                "axes.batching.mode=[xx, hybrid]"])
+    spec = load_study("scale", ["axes={model.name: [me5-small-offline-l3, me5-small-offline], batching.mode: [xx, hybrid]}",
+                                "model.num_layers=null"])
     dump_study(spec, tmp_path / "study.yaml")
     store = ResultStore(tmp_path)
     rng = np.random.default_rng(6)
@@ -265,7 +461,7 @@ def test_scale_report_best_mode_per_model(tmp_path):
         rows = best[best["model"] == model]
         assert set(rows["best_batching_for_cross_map"]) == {winner}
     table = pd.read_csv(out / "scale.csv")
-    assert sorted(table["layers"].unique()) == [3, 12]
+    assert sorted(table["rung"].unique()) == [1, 2]  # the ladder's order: the model axis's values
 
 
 def test_paper_report_tables_beside_the_published_rows(tmp_path):

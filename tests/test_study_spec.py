@@ -140,15 +140,18 @@ def test_shipped_studies_are_valid():
 QUESTION_STUDIES = ("languages", "batch", "data", "scale", "ratio")
 # Local profiles sized with --plan (issue 22: >= 4 seeds per cell, <= 60 min measured; the plan's
 # estimate ran about 2x the measured time, so <= 80 min estimated): the others keep the older rule.
-PLAN_SIZED = {"batch"}
+PLAN_SIZED = {"batch", "languages", "ratio", "scale"}
 PLAN_LIMIT_MIN = 80
 
 
 @pytest.mark.parametrize("name", QUESTION_STUDIES)
 def test_question_studies_ship_a_local_profile_that_passes_the_pre_ray_checks(name):
     """The local-scale recipe: fixed settings (nothing tuned), >= 2 runs per cell so every
-    claim gets a CI, one trial at a time on 2 cores, within the size measured to fit 60 min."""
+    claim gets a CI, one trial at a time on 2 cores, within 60 min: --plan's estimate at most
+    80 min (its cost table overestimated the default study about 2x: 50.1 min estimated, 25.1
+    measured)."""
     from study.checks import check_local_resources, check_models
+    from study.plan import build_plan
 
     spec = load_study(name, profile="local")
     assert spec.profile == "local" and not spec.tune
@@ -156,15 +159,10 @@ def test_question_studies_ship_a_local_profile_that_passes_the_pre_ray_checks(na
     check_models(spec)
     check_local_resources(spec, cpus=2)
     runs_per_cell = spec.search.samples_per_cell + spec.search.seeds
-    if name in PLAN_SIZED:
-        from study.plan import build_plan
-
-        assert runs_per_cell >= 4
-        plan = build_plan(spec, cpus=2)
-        assert plan.wall_s is not None and plan.wall_s <= PLAN_LIMIT_MIN * 60, plan.wall_s / 60
-    else:
-        assert runs_per_cell == 2
-        assert len(spec.cells()) * runs_per_cell <= 12 and spec.train_config({}).max_steps <= 60
+    # redesigned profiles (issues 22, 23) run >= 4 seeds per cell; all fit the plan's limit
+    assert runs_per_cell >= (4 if name in PLAN_SIZED else 2)
+    plan = build_plan(spec, cpus=2)
+    assert plan.wall_s is not None and plan.wall_s <= PLAN_LIMIT_MIN * 60, f"{name}: --plan estimates {plan.wall_s / 60:.1f} min"
     assert spec.resources.num_workers * spec.resources.cpus_per_worker == 2
     tested = [claim for claim in spec.claims if claim.untestable is None]
     assert tested, f"{name}: the local profile leaves no claim testable"
@@ -176,7 +174,7 @@ def test_question_studies_ship_a_local_profile_that_passes_the_pre_ray_checks(na
 def test_profile_overrides_come_first_and_unknown_profiles_are_named():
     spec = load_study("ratio", ["max_steps=12"], profile="local")
     assert spec.train_config({}).max_steps == 12  # --set wins over the profile
-    with pytest.raises(StudyConfigError, match=r"--profile 'laptop'.*\['local'\]"):
+    with pytest.raises(StudyConfigError, match=r"--profile 'laptop'.*\['gpu-cluster', 'local'\]"):
         load_study("ratio", profile="laptop")
     with pytest.raises(StudyConfigError, match="defines no profiles"):
         load_study("default", profile="local")

@@ -1,16 +1,30 @@
 """Q1: does zero-shot cross-lingual retrieval degrade as training languages grow past 40?
 
-Per language count and final dataset: cross-lingual mAP, F1@k, multilingual mAP (with CIs
-over seeds), the change relative to the reference count (40 by default), and per dataset
+Per language count and final dataset: cross-lingual mAP, retrieval F1@10 (with the one relevant
+passage of a cross-lingual LAReQA query it is 2/11 x R@10, not the QA F1 of extractive QA),
+multilingual mAP (with CIs over seeds), the change relative to the reference count (40 by default), and per dataset
 the least-squares slope per added language beyond the reference with its 95% CI;
 XQuAD-R vs MLQA-R side by side.
+
+Whether the axis binds (``languages_exposure``): per language count, from the exposure the
+training loop recorded (``train/exposure/<lang>/<field>``, :meth:`HybridBatchSampler.exposure`),
+the training pairs of a trial, the languages that got any, and the evaluation languages' (those
+of ``evaluation.final``) share of the training texts (each pair has two: query and passage; an
+X-X pair puts both in its language, an X-Y pair one in each), beside the share an even spread
+over the trained languages would give. Trials that predate the record count as not recorded
+(NaN, ``n_trials_with_exposure`` 0), never as a made-up 0.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from pydantic import Field
+
+from hybridir.batching import EXPOSURE_FIELDS
+from hybridir.data.registry import eval_set_languages
+from hybridir.languages import canonical
 
 from hybridir.evaluation.vocabulary import CROSS_MAP, DATASET, MULTI_MAP
 from study.question import Question, QuestionSettings, register
@@ -24,14 +38,85 @@ from study.questions.common import (
     zero_shot_info,
     zero_shot_metric,
 )
-from study.vocabulary import CELL, ZERO_SHOT, axis_column, final_key, final_prefix
+from study.vocabulary import CELL, EXPOSURE_PREFIX, ZERO_SHOT, axis_column, final_key, final_prefix
 
 AXIS = "data.num_languages"
 METRICS = (CROSS_MAP, "cross_f1@10", MULTI_MAP)
 
 
+def evaluation_languages(spec) -> list[str]:
+    """The languages of the final evaluation sets (a set without ``languages``: all of its own)."""
+    langs: list[str] = []
+    for final in spec.evaluation.final:
+        for code in final.languages or eval_set_languages(final.dataset) or []:
+            tag = canonical(code)
+            if tag not in langs:
+                langs.append(tag)
+    return langs
+
+
+def _exposure(trials: pd.DataFrame) -> dict[str, dict[str, pd.Series]]:
+    """lang -> field -> the trials' recorded counts (NaN where a trial has none)."""
+    out: dict[str, dict[str, pd.Series]] = {}
+    for column in trials.columns:
+        if not column.startswith(EXPOSURE_PREFIX):
+            continue
+        lang, _, field = column[len(EXPOSURE_PREFIX):].rpartition("/")
+        if field in EXPOSURE_FIELDS and lang:
+            out.setdefault(lang, {})[field] = pd.to_numeric(trials[column], errors="coerce")
+    return out
+
+
+def exposure_table(ctx: ReportContext, representatives: dict[int, pd.DataFrame]) -> pd.DataFrame:
+    """Per language count: what the evaluation languages trained on, from the recorded exposure
+    (mean over the count's trials that recorded it; see the module docstring)."""
+    evaluated = evaluation_languages(ctx.spec)
+    cells = ctx.spec.cells() or [{}]
+    columns = ["num_languages", "evaluation_languages", "n_trials_with_exposure", "training_pairs",
+               "languages_with_exposure", "eval_languages_text_share", "even_spread_share",
+               "eval_language_texts_per_language"]
+    rows = []
+    for cell, group in sorted(representatives.items(), key=lambda item: cells[item[0]].get(AXIS, 0)):
+        count = cells[cell].get(AXIS)
+        counts = _exposure(group)
+        zeros = pd.Series(0.0, index=group.index)
+        recorded = pd.Series(False, index=group.index)
+        pairs, texts_eval = zeros.copy(), zeros.copy()
+        languages_seen, eval_seen = zeros.copy(), zeros.copy()
+        for lang, fields in counts.items():
+            values = {f: fields.get(f, zeros).reindex(group.index) for f in EXPOSURE_FIELDS}
+            present = pd.concat(values.values(), axis=1).notna().any(axis=1)
+            recorded |= present
+            filled = {f: v.fillna(0.0) for f, v in values.items()}
+            pairs += filled["xx_pairs"] + filled["xy_query_pairs"]  # every pair has one query language
+            involving = filled["xx_pairs"] + filled["xy_query_pairs"] + filled["xy_passage_pairs"]
+            languages_seen += (involving > 0).astype(float)
+            if lang in evaluated:
+                eval_seen += (involving > 0).astype(float)
+                texts_eval += 2 * filled["xx_pairs"] + filled["xy_query_pairs"] + filled["xy_passage_pairs"]
+        kept = recorded & (pairs > 0)
+        row = {"num_languages": count, "evaluation_languages": " ".join(evaluated),
+               "n_trials_with_exposure": int(kept.sum())}
+        if kept.any():
+            share = texts_eval[kept] / (2 * pairs[kept])
+            row.update({"training_pairs": float(pairs[kept].mean()),
+                        "languages_with_exposure": float(languages_seen[kept].mean()),
+                        "eval_languages_text_share": float(share.mean()),
+                        # the share if every trained language had the same exposure
+                        "even_spread_share": float((eval_seen[kept] / languages_seen[kept]).mean()),
+                        # training texts (queries and passages) in an evaluation language, per such language
+                        "eval_language_texts_per_language": float(texts_eval[kept].mean() / len(evaluated))})
+        else:
+            row.update({"training_pairs": np.nan, "languages_with_exposure": np.nan,
+                        "eval_languages_text_share": np.nan, "even_spread_share": np.nan,
+                        "eval_language_texts_per_language": np.nan})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
 def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     axis = axis_column(AXIS)
+    exposure = exposure_table(ctx, representative_trials(ctx))
     rows = []
     for dataset in ctx.final_datasets():
         metrics = [final_key(dataset, m) for m in METRICS]
@@ -43,7 +128,7 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
         table.insert(1, DATASET, dataset)
         rows.append(table)
     if not rows:
-        return {"languages": pd.DataFrame(), "languages_slope": pd.DataFrame()}
+        return {"languages": pd.DataFrame(), "languages_slope": pd.DataFrame(), "languages_exposure": exposure}
     table = pd.concat(rows, ignore_index=True).sort_values([DATASET, "num_languages"])
 
     wanted = ctx.settings.reference_languages
@@ -85,7 +170,7 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
         zero_rows = [{CELL: ZERO_SHOT, DATASET: d, **{m: zero_shot_metric(info, d, m) for m in METRICS}}
                      for d in table[DATASET].unique()]
         table = add_zero_shot(table, zero_rows, list(METRICS), [DATASET])
-    return {"languages": table.reset_index(drop=True), "languages_slope": slope_table}
+    return {"languages": table.reset_index(drop=True), "languages_slope": slope_table, "languages_exposure": exposure}
 
 
 class LanguagesSettings(QuestionSettings):
@@ -94,7 +179,42 @@ class LanguagesSettings(QuestionSettings):
 
 def findings(ctx: ReportContext, tables: dict[str, pd.DataFrame]) -> list[str]:
     """Which regime the design is in (from the frozen study): a fixed total budget, where more
-    training languages dilute each language's share, or exposure that grows with the count."""
+    training languages dilute each language's share, or exposure that grows with the count; then
+    what the evaluation languages actually trained on per count (the recorded exposure)."""
+    return _regime_lines(ctx) + exposure_lines(tables.get("languages_exposure"))
+
+
+def exposure_lines(exposure: pd.DataFrame | None) -> list[str]:
+    """Whether the axis binds, from the recorded exposure (``languages_exposure``)."""
+    if exposure is None or exposure.empty:
+        return []
+    recorded = exposure[exposure["n_trials_with_exposure"] > 0]
+    langs = exposure["evaluation_languages"].iloc[0]
+    if recorded.empty:
+        return [f"- Recorded exposure: none of these trials recorded train/exposure/* (runs that predate the "
+                f"record): the share of training the evaluation languages ({langs}) got is not known."]
+    parts = [f"{int(row.num_languages)}: {100 * row.eval_languages_text_share:.1f}% "
+             f"(even spread {100 * row.even_spread_share:.1f}%; {row.eval_language_texts_per_language:,.0f} texts each "
+             f"of {row.training_pairs:,.0f} pairs, n={int(row.n_trials_with_exposure)})"
+             for row in recorded.itertuples()]
+    line = (f"- Recorded exposure (train/exposure/*, mean over each count's trials): share of the training texts "
+            f"(queries and passages) in the evaluation languages ({langs}) by training-language count: "
+            + "; ".join(parts) + ".")
+    shares = recorded.set_index("num_languages")["eval_languages_text_share"]
+    if len(shares) >= 2:
+        first, last = shares.index[0], shares.index[-1]
+        ratio = shares[first] / shares[last] if shares[last] > 0 else np.inf
+        line += (f" From {int(first)} to {int(last)} languages their share falls {ratio:.1f}-fold"
+                 if ratio > 1.05 else f" From {int(first)} to {int(last)} languages their share does not fall "
+                 f"(x{shares[last] / shares[first]:.2f}): the axis does not dilute them")
+        line += "."
+    missing = exposure[exposure["n_trials_with_exposure"] == 0]
+    if len(missing):
+        line += f" Not recorded at {', '.join(str(int(n)) for n in missing['num_languages'])} languages."
+    return [line]
+
+
+def _regime_lines(ctx: ReportContext) -> list[str]:
     from study.questions.common import pairs_per_trial
 
     seen = pairs_per_trial(ctx.spec, AXIS)

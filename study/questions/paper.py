@@ -19,10 +19,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from hybridir.evaluation.vocabulary import CROSS_MAP, DATASET, MONO_MAP, MULTI_MAP, RANK_DISTANCE
+from hybridir.evaluation.vocabulary import CROSS_MAP, DATASET, MONO_MAP, MULTI_MAP, RANK_DISTANCE, SETTING
 from study.question import Question, QuestionSettings, register
 from study.questions.common import ReportContext, cell_axes, summarize, zero_shot_info, zero_shot_metric
-from study.vocabulary import CELL
+from study.verdicts import VERDICT_FILE
+from study.vocabulary import CELL, MEASURE
 
 TABLE1_METRICS = {MONO_MAP: "Mo", CROSS_MAP: "Cr", MULTI_MAP: "Mul"}
 TABLE2_METRICS = {RANK_DISTANCE: "rank distance"}
@@ -143,6 +144,55 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     }
 
 
+SOURCE_AXIS = "data.source"
+
+
+def source_comparison(spec, verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Does the training source change the verdicts? One row per claim tested once per
+    training source: claims whose two compared cells share one ``data.source`` value and are
+    otherwise the same claim (dataset, setting, measure, direction, margin, languages involved,
+    the other axes of the comparison) are paired, and each source's verdict, estimate and CI
+    sit side by side. Empty when the study does not sweep ``data.source``."""
+    if SOURCE_AXIS not in spec.axes or verdicts.empty:
+        return pd.DataFrame()
+    by_id = verdicts.set_index("claim")
+    groups: dict[tuple, dict[str, str]] = {}
+    for claim in spec.claims:
+        compare = claim.compare
+        if compare is None or claim.id not in by_id.index:
+            continue
+        source_a, source_b = compare.a.get(SOURCE_AXIS), compare.b.get(SOURCE_AXIS)
+        if source_a is None or source_a != source_b:
+            continue
+        side_a, side_b = (", ".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(side.items()) if k != SOURCE_AXIS)
+                          for side in (compare.a, compare.b))
+        key = (claim.dataset, claim.setting, claim.measure, claim.direction, claim.margin,
+               tuple(claim.involving or ()), side_a, side_b)
+        groups.setdefault(key, {})[str(source_a)] = claim.id
+    sources = [str(s) for s in spec.axes[SOURCE_AXIS]]
+    rows = []
+    for key, ids in groups.items():
+        if len(ids) < 2:
+            continue
+        dataset, setting, measure, direction, margin, involving, a, b = key
+        row = {DATASET: dataset, SETTING: setting, MEASURE: measure,
+               "comparison": f"({a}) vs ({b})" + (f", pairs involving {'/'.join(involving)}" if involving else ""),
+               "direction": direction + (f" (margin {margin:g})" if margin is not None else "")}
+        verdict_set = set()
+        for source in sources:
+            claim_id = ids.get(source)
+            if claim_id is None:
+                row[f"{source}: verdict"] = row[f"{source}: estimate [95% CI]"] = "-"
+                continue
+            v = by_id.loc[claim_id]
+            row[f"{source}: verdict"] = v["verdict"]
+            row[f"{source}: estimate [95% CI]"] = (f"{v['estimate']:+.4f} {v['ci']}" if pd.notna(v["estimate"]) else "-")
+            verdict_set.add(v["verdict"])
+        row["same verdict"] = "yes" if len(verdict_set) == 1 else "no"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def check(spec) -> None:
     """The Mo / Cr / Mul tables need LAReQA-style final sets."""
     from hybridir.data.registry import eval_set_kind
@@ -167,6 +217,15 @@ def findings(ctx: ReportContext, tables: dict[str, pd.DataFrame]) -> list[str]:
         table = tables.get(name)
         if table is not None and len(table):
             lines += [f"{title}:", "", _table(table), ""]
+    verdict_path = ctx.out_dir / VERDICT_FILE
+    if verdict_path.is_file():
+        comparison = source_comparison(ctx.spec, pd.read_csv(verdict_path))
+        if not comparison.empty:
+            changed = int((comparison["same verdict"] == "no").sum())
+            lines += ["Does the training source change the verdicts? Each claim tested once per training "
+                      f"source ({', '.join(str(s) for s in ctx.spec.axes[SOURCE_AXIS])}), side by side: "
+                      f"{changed} of {len(comparison)} verdicts differ between the sources.", "",
+                      _table(comparison), ""]
     return lines
 
 
