@@ -40,7 +40,7 @@ from study.vocabulary import CELL, COMPLETED, FINISHED_AT, PHASE, SPEC_FILE, STA
 # The five questions of the project, then the paper's claims; other questions follow by name.
 QUESTION_ORDER = {"languages": "Q1", "batch": "Q2", "data": "Q3", "scale": "Q4", "ratio": "Q5", "paper": "paper"}
 # Profiles that describe the full (cluster) design, in order of preference.
-CLUSTER_PROFILES = ("cluster", "gpu-cluster")
+CLUSTER_PROFILE = "cluster"  # the profile name every study gives its full design on a GPU cluster
 # Where a GPU measurement of bench/gpu_check.py (its gpu_check.json) is kept once one was run.
 GPU_MEASUREMENT = Path(__file__).resolve().parent.parent / "bench" / "results" / "gpu_check.json"
 FIGURES_DIR = "findings"  # next to the markdown file: docs/findings/
@@ -334,9 +334,9 @@ def measured_gpu_throughput(path: Path = GPU_MEASUREMENT) -> tuple[float, str] |
 
 
 def cluster_lines(spec: StudySpec, completed: pd.DataFrame, gpu_measurement: Path = GPU_MEASUREMENT) -> list[str]:
-    name = next((p for p in CLUSTER_PROFILES if p in spec.profiles), None)
+    name = CLUSTER_PROFILE if CLUSTER_PROFILE in spec.profiles else None
     if name is None:
-        return [f"The study defines no cluster profile ({' / '.join(CLUSTER_PROFILES)}); nothing to compare."]
+        return [f"The study defines no {CLUSTER_PROFILE!r} profile; nothing to compare."]
     try:  # the shipped study with the cluster profile (not this run's profile with it on top)
         resolve_study_file(spec.name)
         cluster = load_study(spec.name, profile=name)

@@ -215,7 +215,7 @@ def _cluster_profiles() -> list[tuple[str, str]]:
     found = []
     for path in sorted(STUDIES_DIR.glob("*.yaml")):
         profiles = yaml.safe_load(path.read_text()).get("profiles") or {}
-        found += [(path.stem, name) for name in findings_module.CLUSTER_PROFILES if name in profiles]
+        found += [(path.stem, name) for name in (findings_module.CLUSTER_PROFILE,) if name in profiles]
     return found
 
 
@@ -358,4 +358,4 @@ def test_paper_section_tables_beside_the_published_rows_and_untested_claims(tmp_
     answer = part.split("### Answer")[1].split("###")[0]
     assert answer.count(", not tested: ") == len(verdicts)
     top = 0.3 + 0.1 * (len(spec.cells()) - 1)  # the trained cells' range of the stored metric
-    assert "Profile `gpu-cluster`" in part and f"| xquad-r/cross_map | 0.2000 | 0.3000 | {top:.4f} |" in part
+    assert "Profile `cluster`" in part and f"| xquad-r/cross_map | 0.2000 | 0.3000 | {top:.4f} |" in part

@@ -174,7 +174,7 @@ def test_question_studies_ship_a_local_profile_that_passes_the_pre_ray_checks(na
 def test_profile_overrides_come_first_and_unknown_profiles_are_named():
     spec = load_study("ratio", ["max_steps=12"], profile="local")
     assert spec.train_config({}).max_steps == 12  # --set wins over the profile
-    with pytest.raises(StudyConfigError, match=r"--profile 'laptop'.*\['gpu-cluster', 'local'\]"):
+    with pytest.raises(StudyConfigError, match=r"--profile 'laptop'.*\['cluster', 'local'\]"):
         load_study("ratio", profile="laptop")
     with pytest.raises(StudyConfigError, match="defines no profiles"):
         load_study("default", profile="local")
