@@ -163,7 +163,7 @@ class TrainConfig(_Strict):
             given = data.get("max_steps")
             if given is not None and given != steps:
                 raise ValueError(f"max_steps={given} contradicts max_pairs={pairs} at batching.batch_size={batch_size} "
-                                 f"({pairs} / {batch_size} = {steps} steps); give one of them")
+                                 f"({pairs} / {batch_size} = {steps} steps); give one of them (max_pairs=null: the budget in steps)")
             data["max_steps"] = steps
         optim = data.get("optim")
         warmup_pairs = _field(optim, "warmup_pairs", None)
@@ -178,7 +178,7 @@ class TrainConfig(_Strict):
             if given is not None and given != steps:
                 raise ValueError(f"optim.warmup_steps={given} contradicts optim.warmup_pairs={warmup_pairs} at "
                                  f"batching.batch_size={batch_size} ({warmup_pairs} / {batch_size} = {steps} steps); "
-                                 "give one of them")
+                                 "give one of them (optim.warmup_pairs=null: the warmup in steps)")
             optim["warmup_steps"] = steps
             data["optim"] = optim
         return data

@@ -307,6 +307,13 @@ def test_question_findings_lines_in_the_document(written):
     assert "the cheapest in model FLOPs of the trained layers" in part
     for langs in spec.axes["data.num_languages"]:
         assert f"{langs} languages: batch {min(spec.axes['batching.batch_size'])} (" in part
+    # the frontier table: one row per cell, the smallest batch recommended at every language count
+    assert "| languages | batch | steps | pairs | runs | cross mAP |" in part
+    for axes in spec.cells():
+        config = spec.train_config(axes)
+        row = next(line for line in part.splitlines()
+                   if line.startswith(f"| {axes['data.num_languages']} | {config.batching.batch_size} | {config.max_steps} |"))
+        assert row.endswith("| yes |") == (config.batching.batch_size == min(spec.axes["batching.batch_size"]))
 
 
 def test_languages_regime_from_the_design():

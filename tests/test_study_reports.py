@@ -176,6 +176,15 @@ def test_batch_report_frontier_and_recommendation(tmp_path):
         np.mean([-points[(5, b)][0] / 2 for b in (16, 32, 64, 128)]))
     assert (out / "batch_frontier.png").stat().st_size > 0
     assert (out / "batch_tradeoff.png").stat().st_size > 0
+    # the frontier table in report.md: one row per cell (one run each here: no interval)
+    report = (out / "report.md").read_text()
+    for (langs, batch), (acc, cost) in points.items():
+        steps = spec.base_config.max_pairs // batch
+        cell_row = table[(table["num_languages"] == langs) & (table["batch_size"] == batch)].iloc[0]
+        line = (f"| {langs} | {batch} | {steps} | {spec.base_config.max_pairs:,} | 1 | {acc:.4f} | {-acc / 2:.4f} "
+                f"| {cost * 1e9 / 1e12:.2f} | {cost * 2e9 / 1e12:.2f} | {cost:.0f} "
+                f"| {'yes' if cell_row['on_front'] else ''} | {'yes' if cell_row['recommended'] else ''} |")
+        assert line in report, line
 
 
 def _matrices(values: dict[str, dict[str, float]], multi: dict[str, float]) -> dict:

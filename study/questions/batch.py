@@ -242,6 +242,49 @@ def recommended_cells(ctx: ReportContext) -> set[int]:
     return set(recommend(ctx)[1].get(CELL, pd.Series(dtype=int)).astype(int))
 
 
+def _interval(row, column: str, digits: int = 4) -> str:
+    value, low, high = row.get(column), row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
+    if value is None or not np.isfinite(value):
+        return "-"
+    if low is None or not np.isfinite(low):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _yes(flag) -> str:
+    return "yes" if isinstance(flag, (bool, np.bool_)) and flag else ""
+
+
+def frontier_markdown(ctx: ReportContext, table: pd.DataFrame, recommendations: pd.DataFrame) -> list[str]:
+    """The frontier as a markdown table: per cell accuracy and trade-off with 95% CIs over seeds,
+    compute (trained-layer and total FLOPs, CPU-seconds), on the front, recommended."""
+    if table.empty or "batch_size" not in table:
+        return []
+    primary = ctx.final_datasets()[0]
+    prefix = primary.replace("/", "_")
+    accuracy, tradeoff = f"{prefix}_{CROSS_MAP}", f"{prefix}_{TRADEOFF}"
+    margin = ctx.spec.report.accuracy_tolerance
+    lines = ["", f"Accuracy against compute per cell ({primary}; 95% CIs over the cell's seeds; FLOPs of the training "
+             f"steps, trained layers forward + backward, and of every layer run; 'recommended': the cheapest batch "
+             f"size in trained-layer FLOPs within {margin:g} cross-lingual mAP of the best at that language count):", "",
+             "| languages | batch | steps | pairs | runs | cross mAP | multi - cross mAP | TFLOPs trained | TFLOPs all "
+             "| CPU-s | front | recommended |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in table.to_dict("records"):
+        if row.get(CELL) == ZERO_SHOT:
+            lines.append(f"| untrained model | | | | | {_interval(row, accuracy)} | {_interval(row, tradeoff)} "
+                         "| | | | | |")
+            continue
+        tera = lambda column: f"{row[column] / 1e12:.2f}" if np.isfinite(row.get(column, np.nan)) else "-"  # noqa: E731
+        cpu = f"{row['cpu_s']:.0f}" if np.isfinite(row.get("cpu_s", np.nan)) else "-"
+        lines.append(f"| {int(row['num_languages'])} | {int(row['batch_size'])} | {int(row['steps'])} "
+                     f"| {int(row['pairs_seen']):,} | {int(row['n'])} | {_interval(row, accuracy)} "
+                     f"| {_interval(row, tradeoff)} | {tera('flops_trained')} | {tera('flops')} | {cpu} "
+                     f"| {_yes(row.get('on_front'))} | {_yes(row.get('recommended'))} |")
+    lines.append("")
+    return lines
+
+
 def findings(ctx: ReportContext, tables: dict[str, pd.DataFrame]) -> list[str]:
     """Whether batch size is confounded with the data seen (from the frozen study), the
     recommendation per language count and what the compute measure is."""
@@ -269,6 +312,8 @@ def findings(ctx: ReportContext, tables: dict[str, pd.DataFrame]) -> list[str]:
                          f"{int(r['num_languages'])} languages: batch {r['recommended_batch_size']} "
                          f"({r[CROSS_MAP]:.4f} vs best batch {r['best_batch_size']} {r['best_cross_map']:.4f}, "
                          f"cost x{r['cost_vs_best']:.2f} of the best's)" for r in recommendations.to_dict("records")))
+    lines += frontier_markdown(ctx, tables.get("batch_frontier", pd.DataFrame()),
+                               tables.get("batch_recommendation", pd.DataFrame()))
     exposure = tables.get("batch_exposure", pd.DataFrame())
     shares = [c for c in exposure.columns if c.startswith("share_")] if len(exposure) else []
     if shares and exposure[shares].notna().any().any():
