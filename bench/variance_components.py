@@ -2,6 +2,11 @@
 
     python bench/variance_components.py /work/runs/aa-hybrid-8seeds     # writes study/costs/variance.json
     python bench/variance_components.py RUN_DIR --output PATH
+    python bench/variance_components.py RUN_DIR --add   # add RUN_DIR's datasets to the table
+
+``--add`` keeps the table's entries and adds (or replaces) those of RUN_DIR, keyed by dataset,
+setting and measure: a study that evaluated a set the table lacks (MLQA-R, AfriQA, ...) adds
+its components, and each source run stays named in ``meta.sources``.
 
 Reads a study directory's per-query results (``results/per_query/<trial>.parquet``) and, per
 final dataset, LAReQA setting and claim measure, computes the crossed seeds x items components
@@ -42,10 +47,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a study directory with results/per_query")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--add", action="store_true",
+                        help="merge into the existing --output table (RUN_DIR's entries win for its datasets)")
     args = parser.parse_args(argv)
     table = variance_components_of_run(args.run)
-    table["meta"].update({"command": f"python bench/variance_components.py {args.run}",
+    table["meta"].update({"command": f"python bench/variance_components.py {args.run}" + (" --add" if args.add else ""),
                           "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    if args.add and args.output.is_file():
+        table = merge_tables(json.loads(args.output.read_text()), table)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(table, indent=2) + "\n")
     for entry in table["components"]:
@@ -53,6 +62,27 @@ def main(argv=None) -> None:
               f"items {entry['n_items']:5d} seed_sd {entry['seed_sd']:.5f} item_var_unit "
               f"{entry['item_var_unit'] if entry['item_var_unit'] is not None else float('nan'):.3g}")
     print(f"wrote {args.output}")
+
+
+def _key(entry: dict) -> tuple:
+    return entry["dataset"], entry["setting"], entry["measure"]
+
+
+def merge_tables(old: dict, new: dict) -> dict:
+    """``old``'s entries plus ``new``'s, ``new`` winning per (dataset, setting, measure); the
+    source runs listed in ``meta.sources`` (each run's own meta, with the datasets it gave)."""
+    replaced = {_key(e) for e in new["components"]}
+    kept = [e for e in old["components"] if _key(e) not in replaced]
+    kept_datasets = {e["dataset"] for e in kept}
+    sources = []
+    for meta in old["meta"].get("sources", [old["meta"]]):
+        datasets = meta.get("datasets", sorted({e["dataset"] for e in old["components"]}))
+        datasets = [d for d in datasets if d in kept_datasets]
+        if datasets:
+            sources.append({**meta, "datasets": datasets})
+    sources.append({**new["meta"], "datasets": sorted({e["dataset"] for e in new["components"]})})
+    meta = {"what": new["meta"]["what"], "run": ", ".join(str(m["run"]) for m in sources), "sources": sources}
+    return {"meta": meta, "components": kept + new["components"]}
 
 
 if __name__ == "__main__":
