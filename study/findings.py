@@ -295,7 +295,9 @@ def answer_lines(verdicts: pd.DataFrame) -> list[str]:
             mdd = row.get("mdd")
             detect = (f"the design could detect differences of at least {_number(mdd)}"
                       if isinstance(mdd, float) and np.isfinite(mdd) else "the smallest detectable difference is unknown")
-            lines.append(f"- **{row['claim']}**, inconclusive at this budget: {statement} ({uncertainty}); {detect}.")
+            reason = row.get("reason") if isinstance(row.get("reason"), str) else ""
+            why = f"{reason}; {detect}" if reason and "could detect" not in reason else (reason or detect)
+            lines.append(f"- **{row['claim']}**, inconclusive at this budget: {statement} ({uncertainty}): {why}.")
         else:
             lines.append(f"- **{row['claim']}**, {verdict}: {statement} ({uncertainty}).")
     return lines
@@ -334,14 +336,16 @@ def measured_gpu_throughput(path: Path = GPU_MEASUREMENT) -> tuple[float, str] |
 
 
 def cluster_lines(spec: StudySpec, completed: pd.DataFrame, gpu_measurement: Path = GPU_MEASUREMENT) -> list[str]:
-    name = CLUSTER_PROFILE if CLUSTER_PROFILE in spec.profiles else None
-    if name is None:
-        return [f"The study defines no {CLUSTER_PROFILE!r} profile; nothing to compare."]
-    try:  # the shipped study with the cluster profile (not this run's profile with it on top)
+    name = CLUSTER_PROFILE
+    try:  # the shipped study as it is now, with its cluster profile (not this run's profile with it on top)
         resolve_study_file(spec.name)
-        cluster = load_study(spec.name, profile=name)
+        shipped = load_study(spec.name)
     except StudyConfigError:  # a custom YAML: its frozen design with the profile's overrides
-        cluster = load_study(spec.model_dump(mode="json") | {"profile": None}, profile=name)
+        shipped = None
+    if name not in (shipped.profiles if shipped is not None else spec.profiles):
+        return [f"The study defines no {name!r} profile; nothing to compare."]
+    cluster = (load_study(spec.name, profile=name) if shipped is not None
+               else load_study(spec.model_dump(mode="json") | {"profile": None}, profile=name))
     trials, pairs = _trial_budget(cluster)
     here_trials, here_pairs = _trial_budget(spec)
     r = cluster.resources
