@@ -3,6 +3,7 @@
     python bench/variance_components.py /work/runs/aa-hybrid-8seeds     # writes study/costs/variance.json
     python bench/variance_components.py RUN_DIR --output PATH
     python bench/variance_components.py RUN_DIR --add   # add RUN_DIR's datasets to the table
+    python bench/variance_components.py RUN_DIR --add --datasets mlqa-r   # only these of RUN_DIR's
 
 ``--add`` keeps the table's entries and adds (or replaces) those of RUN_DIR, keyed by dataset,
 setting and measure: a study that evaluated a set the table lacks (MLQA-R, AfriQA, ...) adds
@@ -49,9 +50,18 @@ def main(argv=None) -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--add", action="store_true",
                         help="merge into the existing --output table (RUN_DIR's entries win for its datasets)")
+    parser.add_argument("--datasets", nargs="+", default=None, metavar="DATASET",
+                        help="keep only these final datasets of RUN_DIR (e.g. the ones the table lacks)")
     args = parser.parse_args(argv)
     table = variance_components_of_run(args.run)
-    table["meta"].update({"command": f"python bench/variance_components.py {args.run}" + (" --add" if args.add else ""),
+    if args.datasets is not None:
+        unknown = sorted(set(args.datasets) - {e["dataset"] for e in table["components"]})
+        if unknown:
+            parser.error(f"--datasets {' '.join(unknown)}: not among {args.run}'s final datasets "
+                         f"{sorted({e['dataset'] for e in table['components']})}")
+        table["components"] = [e for e in table["components"] if e["dataset"] in args.datasets]
+    table["meta"].update({"command": f"python bench/variance_components.py {args.run}" + (" --add" if args.add else "")
+                          + (f" --datasets {' '.join(args.datasets)}" if args.datasets else ""),
                           "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     if args.add and args.output.is_file():
         table = merge_tables(json.loads(args.output.read_text()), table)

@@ -92,9 +92,14 @@ def test_mdd_is_design_mdd_on_the_stored_components(default_plan, variance):
 
 
 def test_shipped_components_name_their_run(variance):
-    assert variance["meta"]["run"].endswith("aa-hybrid-8seeds")
+    """Each dataset's components name the run they were measured on: XQuAD-R from the 8-seed
+    A/A run, MLQA-R added from the paper study's local run (bench/variance_components.py --add)."""
+    sources = {d: s["run"] for s in variance["meta"]["sources"] for d in s["datasets"]}
+    assert sources["xquad-r"].endswith("aa-hybrid-8seeds") and sources["mlqa-r"].endswith("paper-local-2026-12-07")
     cross = planning._lookup(variance, "xquad-r", "cross", "ap")
     assert cross["n_seeds"] == 8 and cross["n_items"] == 1190 and 0 < cross["seed_sd"] < 0.01
+    mlqa = planning._lookup(variance, "mlqa-r", "multi", "ap")
+    assert mlqa["n_seeds"] >= 4 and 0 < mlqa["seed_sd"] < 0.01
 
 
 def _with_smallest_effect(claim: Claim, value: float) -> Claim:
