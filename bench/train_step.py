@@ -171,7 +171,6 @@ def main(argv=None) -> None:
     times: dict[str, list[float]] = {"hybridir": [], "sentence-transformers": []}
     cpu_times: dict[str, list[float]] = {"hybridir": [], "sentence-transformers": []}
     losses: dict[str, list[float]] = {"hybridir": [], "sentence-transformers": []}
-    padded = {"hybridir": 0, "sentence-transformers": 0}
     batches = sampler.iterate()
     for step in range(args.warmup + args.steps):
         _, _, refs = next(batches)

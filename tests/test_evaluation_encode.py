@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from hybridir.config import ModelConfig
 from hybridir.data.types import RetrievalCorpus

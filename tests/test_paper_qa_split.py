@@ -3,7 +3,6 @@ articles, MLQA-R whole; the pre-Ray leakage guard accepts exactly that (real fil
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 

@@ -181,7 +181,7 @@ def test_measured_gpu_throughput_replaces_the_extrapolation(written, tmp_path):
     runs = cluster.search.samples_per_cell + cluster.search.seeds
     pairs = sum(runs * c.max_steps * c.batching.batch_size for c in (cluster.train_config(a) for a in cluster.cells()))
     hours = pairs / 800.0 / 3600 * cluster.resources.num_workers
-    assert f"**estimate** of GPU-hours" in lines and f"{hours:.1f} GPU-hours" in lines and "H100" in lines
+    assert "**estimate** of GPU-hours" in lines and f"{hours:.1f} GPU-hours" in lines and "H100" in lines
     measurement.write_text(json.dumps({"dry_run": True, "rows": [{"pairs_per_s": 5.0}]}))
     assert findings_module.measured_gpu_throughput(measurement) is None  # a CPU dry run is no GPU measurement
 
