@@ -192,9 +192,14 @@ def add_zero_shot(table: pd.DataFrame, zero_rows: list[dict], metrics: list[str]
         **{f"{m}__zero": reference[f"{m}__zero"].iloc[0] for m in metrics})
     for metric in metrics:
         table[f"{metric}{DELTA_SUFFIX}"] = table[metric] - table.pop(f"{metric}__zero")
-    zero = zero.assign(**{RUN: ZERO_SHOT}, **{f"{m}{DELTA_SUFFIX}": 0.0 for m in metrics})
+    # the zero-shot row's change against itself: 0 where it has a value, empty where it has none
+    # (a metric column another row's metric fills)
+    zero = zero.assign(**{RUN: ZERO_SHOT},
+                       **{f"{m}{DELTA_SUFFIX}": zero[m].where(zero[m].isna(), 0.0) for m in metrics})
     merged = pd.concat([zero, table], ignore_index=True)
-    return merged[[RUN, *[c for c in merged.columns if c != RUN]]]
+    # the trained table's own column order (its key columns, e.g. alpha, stay in front of its values)
+    order = [*[c for c in table.columns if c != RUN], *[c for c in zero.columns if c not in table.columns and c != RUN]]
+    return merged[[RUN, *order]]
 
 
 def fit_slope(x, y) -> dict:
