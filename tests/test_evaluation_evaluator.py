@@ -54,8 +54,10 @@ def test_lareqa_evaluator_equals_the_direct_pipeline(tiny_model):
 def test_bitext_evaluator_per_query_rows(tiny_model):
     evaluator = build_evaluator("tatoeba", languages=["deu", "fra"], max_queries=30, seed=0)
     assert isinstance(evaluator, BitextEvaluator)
-    # only the English sentences of the sampled pairs are left to encode
-    assert sum(map(len, evaluator.corpus.candidates.values())) == 30
+    # Tatoeba's pairs are language-specific: 30 sampled a language, and only the English
+    # sentences of the sampled pairs are left to encode
+    assert {lang: len(q) for lang, q in evaluator.corpus.queries.items()} == {"de": 30, "fr": 30}
+    assert sum(map(len, evaluator.corpus.candidates.values())) == 60
     result = evaluator(tiny_model)
     assert result.kind == "bitext" and set(result.tables) == {"pairs"}
     pairs = result.tables["pairs"].set_index(["source", "target"])
@@ -88,3 +90,17 @@ def test_bitext_without_english_scores_every_pair(tiny_model):
 def test_unknown_language_fails_before_any_model_is_used():
     with pytest.raises(ValueError, match="xquad-r has no language"):
         build_evaluator("xquad-r", languages=["en", "sw"])
+
+
+def test_max_queries_is_per_language_on_parallel_and_on_language_specific_sets():
+    # XQuAD-R: parallel items, one sample of ids shared by every language
+    xquad = subset_corpus(load_eval_set("xquad-r", languages=["de", "el"]), max_queries=8, seed=3)
+    assert {lang: len(q) for lang, q in xquad.queries.items()} == {"de": 8, "el": 8}
+    assert set(xquad.queries["de"]) == set(xquad.queries["el"])
+    # AfriQA: every question is asked in one language only; the cap applies to each language
+    full = load_eval_set("afriqa", languages=["ha", "sw"])
+    afriqa = subset_corpus(full, max_queries=8, seed=3)
+    assert {lang: len(q) for lang, q in afriqa.queries.items()} == {"ha": 8, "sw": 8}
+    assert set(afriqa.relevant) == set(afriqa.queries["ha"]) | set(afriqa.queries["sw"])
+    assert afriqa.candidates == full.candidates  # full pools
+    assert subset_corpus(full, max_queries=8, seed=3) == afriqa  # deterministic

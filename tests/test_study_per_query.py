@@ -47,7 +47,8 @@ def test_bitext_final_set_is_scored_as_bitext(final_sets):
     assert set(tables["tatoeba"]) == {"pairs"} and "map" in tables["xquad-r"] and "multilingual" in tables["xquad-r"]
     assert list(per_query.columns[:5]) == ["dataset", "setting", "query_lang", "candidate_lang", "query_id"]
     tatoeba = per_query[per_query.dataset == "tatoeba"]
-    assert set(tatoeba.setting) == {"bitext"} and len(tatoeba) == 2 * 20  # both directions of every sentence
+    # both directions of every sentence, 20 sentences a language (deu, fra: max_queries is per language)
+    assert set(tatoeba.setting) == {"bitext"} and len(tatoeba) == 2 * 2 * 20
     # accuracy is the macro mean over directions of the per-query hits
     macro = tatoeba.groupby(["query_lang", "candidate_lang"])["correct@1"].mean().mean()
     assert macro == pytest.approx(metrics["final/tatoeba/accuracy"])

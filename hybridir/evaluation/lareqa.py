@@ -66,7 +66,8 @@ def subset_corpus(
 
     Keeps the FULL candidate pools of ``languages`` (all by default), so that rankings stay as
     hard as on the full set, and a fixed-seed sample of ``max_queries`` item ids, the same ids
-    in every language.
+    in every language. Where no item is asked in more than one language (AfriQA), each
+    language's queries are sampled on their own: ``max_queries`` per language.
     """
     if languages is not None:
         unknown = sorted(set(languages) - set(corpus.languages))
@@ -80,9 +81,12 @@ def subset_corpus(
     queries = {l: q for l, q in corpus.queries.items() if l in keep_langs}
     candidates = {l: c for l, c in corpus.candidates.items() if l in keep_langs}
     item_ids = sorted({qid for items in queries.values() for qid in items})
-    if max_queries is not None and max_queries < len(item_ids):
-        picked = np.random.default_rng(seed).choice(len(item_ids), size=max_queries, replace=False)
-        item_ids = sorted(item_ids[i] for i in picked)
+    if max_queries is not None and _language_specific(queries):
+        # items asked in one language only (AfriQA): max_queries per language, each sampled alone
+        item_ids = sorted(qid for items in queries.values() for qid in _sample(sorted(items), max_queries, seed))
+    elif max_queries is not None:
+        # parallel items (LAReQA): one sample of item ids, the same ids in every language
+        item_ids = _sample(item_ids, max_queries, seed)
     kept = set(item_ids)
     kept_candidates = {cid for items in candidates.values() for cid in items}
     return dataclasses.replace(
@@ -96,6 +100,19 @@ def subset_corpus(
         groups={q: g for q, g in corpus.groups.items() if q in kept},
         candidate_groups={c: g for c, g in corpus.candidate_groups.items() if c in kept_candidates},
     )
+
+
+def _language_specific(queries: dict[str, dict[str, str]]) -> bool:
+    """True when no item id is asked in more than one language (nothing parallel to keep aligned)."""
+    return sum(len(items) for items in queries.values()) == len({q for items in queries.values() for q in items})
+
+
+def _sample(item_ids: list[str], max_queries: int, seed: int) -> list[str]:
+    """A fixed-seed sample of ``max_queries`` of the sorted ``item_ids`` (all of them when fewer)."""
+    if max_queries >= len(item_ids):
+        return item_ids
+    picked = np.random.default_rng(seed).choice(len(item_ids), size=max_queries, replace=False)
+    return sorted(item_ids[i] for i in picked)
 
 
 def rank_against(
