@@ -323,6 +323,11 @@ def test_scale_report_gain_of_hybrid_per_rung(tmp_path):
     table = pd.read_csv(out / "scale.csv")
     assert set(table["rung"]) == {1, 2, 3}
     assert (out / "scale_gain_xx_xquad-r.png").stat().st_size > 0
+    # the findings: each rung's level averaged over the batchings, and what the untrained row is
+    findings = (out / "report.md").read_text().split("## Findings", 1)[1]
+    cross_4 = np.mean([v[0] for mode in ("xx", "xy", "hybrid") for v in values[(4, mode)]])
+    assert f"me5-small-offline (4 layers) {cross_4:.4f}" in findings.split("xquad-r cross-lingual mAP", 1)[1]
+    assert "the cut rungs are not evaluated untrained" in findings
 
 
 def test_store_dedupes_rows_of_a_resumed_study(tmp_path):

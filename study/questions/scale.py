@@ -25,7 +25,7 @@ from study.questions.common import (
     zero_shot_info,
     zero_shot_metric,
 )
-from study.vocabulary import CELL, ZERO_SHOT, axis_column, final_key, final_prefix
+from study.vocabulary import CELL, RUN, ZERO_SHOT, axis_column, final_key, final_prefix
 
 METRICS = (MONO_MAP, CROSS_MAP, MULTI_MAP, RANK_DISTANCE)
 MODEL_AXES = ("model.name", "model.num_layers")
@@ -136,6 +136,33 @@ def build(ctx: ReportContext) -> dict[str, pd.DataFrame]:
     return {"scale": table.reset_index(drop=True), "scale_best_mode": best.reset_index(drop=True), "scale_gain": gains}
 
 
+def findings(ctx: ReportContext, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """Each rung's level (averaged over the batchings) beside the untrained model's, and what the
+    untrained row is: the study's zero-shot run evaluates its base model only."""
+    table = tables.get("scale")
+    if table is None or table.empty:
+        return []
+    trained = table[table[RUN] != ZERO_SHOT] if RUN in table else table
+    zero = table[table[RUN] == ZERO_SHOT].set_index(DATASET) if RUN in table else pd.DataFrame()
+    info = zero_shot_info(ctx) or {}
+    lines = []
+    for dataset, group in trained.groupby(DATASET, sort=True):
+        for metric, name in ((CROSS_MAP, "cross-lingual"), (MONO_MAP, "monolingual")):
+            levels = group.groupby(["rung", "model"], sort=True)[metric].mean()
+            text = ", ".join(f"{model} {value:.4f}" for (_, model), value in levels.items())
+            untrained = (f"; untrained {info.get('model', 'base model')} {zero.loc[dataset, metric]:.4f}"
+                         if dataset in zero.index and pd.notna(zero.loc[dataset, metric]) else "")
+            lines.append(f"- {dataset} {name} mAP, mean over the batchings: {text}{untrained}.")
+    if "model.num_layers" in ctx.spec.axes:
+        lines.append(
+            "- The untrained row is the study's base model at its full depth; the cut rungs are not evaluated "
+            "untrained. A cut keeps the bottom layers of the deeper model, which were trained to feed the layers "
+            "removed: a cut rung's level measures what the cut costs and how far a short fine-tuning recovers it, "
+            "not how a model trained at that size would do (the cluster profile's hub ladder does that).")
+    return lines
+
+
 register(Question(
     name="scale", summary="Q4: how does model size interact with hybrid batching (X-X, X-Y, hybrid)?", build=build,
+    findings=findings,
 ))
