@@ -322,9 +322,9 @@ def test_languages_regime_from_the_design():
     from study.question import get_question
 
     findings = get_question("languages").findings
-    fixed = load_study("languages", profile="local")  # 36 steps x 32 at 11 / 40 / 64 / 96 / 128 languages
+    fixed = load_study("languages", profile="local")  # 24 steps x 32 at 11 / 40 / 64 / 96 / 128 languages
     text = "\n".join(findings(SimpleNamespace(spec=fixed), {}))
-    assert "fixed total budget" in text and "1,152 training pairs" in text and "11: ~105" in text and "128: ~9" in text
+    assert "fixed total budget" in text and "768 training pairs" in text and "11: ~70" in text and "128: ~6" in text
     grown = load_study("languages", ["axes.data.num_languages=[10, 40]", "axes.max_steps=[100, 400]",
                                      "batching.batch_size=16", "claims=[]"])
     # max_steps as a second axis: each count meets both step counts, neither regime holds
