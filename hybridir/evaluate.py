@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="me5-small-offline", help="preset, hub model id, or local directory")
     parser.add_argument("--dataset", required=True, help=f"one of {list_eval_sets()}")
     parser.add_argument("--languages", help="comma-separated language codes (default: all of the dataset)")
-    parser.add_argument("--max-queries", type=int, help="fixed-seed subset of item ids (full candidate pools kept)")
+    parser.add_argument("--max-queries", type=int, help="queries per language: a fixed-seed subset of item ids, the same ids in every language of a parallel set (full candidate pools kept)")
     parser.add_argument("--num-layers", type=int, help="keep only the first N transformer layers")
     parser.add_argument(
         "--train-layers", type=int,

@@ -61,11 +61,12 @@ def test_end_to_end_bitext(tiny_encoder_dir, tmp_path):
                    "--max-queries", "30", "--output", str(out)])  # fmt: skip
     pairs = pd.read_csv(out / "pairs.csv")
     assert sorted(zip(pairs.source, pairs.target)) == [("de", "en"), ("en", "de"), ("en", "fr"), ("fr", "en")]
-    # the 30 sampled ids are spread over the two pairs (Tatoeba ids differ per pair)
-    assert pairs.set_index(["source", "target"]).n_sentences.loc[[("de", "en"), ("fr", "en")]].sum() == 30
-    assert json.loads((out / "summary.json").read_text())["n_candidate_texts"] <= 30
+    # Tatoeba ids differ per pair: --max-queries samples 30 in each language
+    sentences = pairs.set_index(["source", "target"]).n_sentences
+    assert sentences.loc[("de", "en")] == sentences.loc[("fr", "en")] == 30
+    assert json.loads((out / "summary.json").read_text())["n_candidate_texts"] <= 60
     per_query = pd.read_parquet(out / "per_query.parquet")
-    assert len(per_query) == 2 * 30 and set(per_query.setting) == {"bitext"}
+    assert len(per_query) == 2 * 60 and set(per_query.setting) == {"bitext"}
     accuracy = per_query.groupby(["query_lang", "candidate_lang"])["correct@1"].mean()
     assert accuracy.to_dict() == pytest.approx(pairs.set_index(["source", "target"]).accuracy.to_dict(), abs=1e-5)  # %.6g CSV
 
