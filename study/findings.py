@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from study.question import get_question
+from hybridir.evaluation.significance import display_digits
 from study.questions.common import CELLS_PLOT, FOREST_PLOT, ReportContext, fine_tuning_text, zero_shot_info
 from study.results import ResultStore
 from study.spec import StudyConfigError, StudySpec, load_study, resolve_study_file
@@ -274,8 +275,11 @@ def zero_shot_lines(ctx: ReportContext) -> list[str]:
     return lines
 
 
-def _number(value) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) and np.isfinite(value) else "n/a"
+def _number(value, scale: tuple = (), significant: int = 2) -> str:
+    """``value`` with 4 decimals, more when it (or ``scale``) is below 0.001 (display_digits)."""
+    if not (isinstance(value, (int, float)) and np.isfinite(value)):
+        return "n/a"
+    return f"{value:.{display_digits(value, *scale, significant=significant)}f}"
 
 
 def answer_lines(verdicts: pd.DataFrame) -> list[str]:
@@ -285,7 +289,7 @@ def answer_lines(verdicts: pd.DataFrame) -> list[str]:
     lines = []
     for row in verdicts.to_dict("records"):
         verdict, statement = row["verdict"], row["statement"]
-        estimate = f"estimate {_number(row.get('estimate'))}"
+        estimate = f"estimate {_number(row.get('estimate'), scale=(row.get('ci_low'), row.get('ci_high')))}"
         ci = row.get("ci") if isinstance(row.get("ci"), str) and row.get("ci") else None
         has_ci = isinstance(row.get("ci_low"), float) and np.isfinite(row["ci_low"])
         uncertainty = f"{estimate}, 95% CI {ci}" if ci and has_ci else f"{estimate}, {ci or 'no CI'}"
@@ -293,7 +297,7 @@ def answer_lines(verdicts: pd.DataFrame) -> list[str]:
             lines.append(f"- **{row['claim']}**, not tested: {statement} ({row['reason']}).")
         elif verdict == "inconclusive":
             mdd = row.get("mdd")
-            detect = (f"the design could detect differences of at least {_number(mdd)}"
+            detect = (f"the design could detect differences of at least {_number(mdd, significant=3)}"
                       if isinstance(mdd, float) and np.isfinite(mdd) else "the smallest detectable difference is unknown")
             reason = row.get("reason") if isinstance(row.get("reason"), str) else ""
             why = f"{reason}; {detect}" if reason and "could detect" not in reason else (reason or detect)

@@ -24,7 +24,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from hybridir.evaluation.claim_statistics import run_values, statistic_matrices
-from hybridir.evaluation.significance import LOWER_IS_BETTER, contrast_inference
+from hybridir.evaluation.significance import LOWER_IS_BETTER, contrast_inference, display_digits
 from hybridir.evaluation.vocabulary import AP, DATASET, RANK_DISTANCE, SETTING
 from study.question import get_question
 from study.questions.common import (
@@ -311,14 +311,19 @@ def _fine_tuning(spec, ctx: ReportContext) -> str:
 
 def _table(table: pd.DataFrame) -> str:
     """A GitHub-markdown table (pandas' to_markdown needs the optional tabulate package)."""
-    def cell(value) -> str:
+    # 4 decimals, more in a column whose values are all below 0.001 (a slope per added language)
+    digits = [display_digits(*(v for v in table[column] if isinstance(v, float)))
+              for column in table.columns]
+
+    def cell(value, places: int) -> str:
         if isinstance(value, float) and value != value:
             return "n/a"  # never "nan": a CI needs >= 2 seeds, a missing metric was not measured
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
+        return f"{value:.{places}f}" if isinstance(value, float) else str(value)
 
     header = "| " + " | ".join(map(str, table.columns)) + " |"
     rule = "|" + "---|" * len(table.columns)
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    body = ["| " + " | ".join(cell(v, places) for v, places in zip(row, digits)) + " |"
+            for row in table.itertuples(index=False)]
     return "\n".join([header, rule, *body])
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from hybridir.evaluation.claim_statistics import ClaimStatistic, measure_column, run_values, statistic_matrices
-from hybridir.evaluation.significance import ContrastResult, apply_holm, contrast_from_matrices
+from hybridir.evaluation.significance import ContrastResult, apply_holm, contrast_from_matrices, display_digits
 from hybridir.evaluation.vocabulary import AP, CANDIDATE_LANG, DATASET, QUERY_LANG, SETTING
 from hybridir.languages import canonical
 from study.question import get_question, selector_keywords
@@ -90,7 +90,7 @@ class _Runs:
                 continue
             if DATASET in rows:
                 rows = rows[rows[DATASET].isin(datasets)]
-                if set(rows[DATASET]) != set(datasets):
+                if set(rows[DATASET].unique()) != set(datasets):
                     continue  # a run without one of the datasets has no within-run difference
             elif len(datasets) > 1:
                 continue
@@ -261,8 +261,12 @@ def write_verdicts(ctx: ReportContext, out_dir: Path) -> pd.DataFrame:
     return table
 
 
-def _number(value, digits: int = 4) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and np.isfinite(value) else ""
+def _number(value, digits: int | None = None, scale: tuple = (), significant: int = 2) -> str:
+    """``value`` with ``digits`` decimals (default: display_digits of it and ``scale``)."""
+    if not (isinstance(value, (int, float)) and np.isfinite(value)):
+        return ""
+    digits = display_digits(value, *scale, significant=significant) if digits is None else digits
+    return f"{value:.{digits}f}"
 
 
 def verdict_markdown(table: pd.DataFrame) -> list[str]:
@@ -292,11 +296,11 @@ def verdict_markdown(table: pd.DataFrame) -> list[str]:
         detects = row.get("detects_smallest_effect")
         if isinstance(detects, (bool, np.bool_)) and not detects:
             reason += (f"; design cannot detect the named effect (smallest detectable difference "
-                       f"{_number(row['mdd'])} > smallest_effect {row['smallest_effect']:g})")
+                       f"{_number(row['mdd'], significant=3)} > smallest_effect {row['smallest_effect']:g})")
         lines.append(
-            f"| {claim} | {row['cells']} | {metric} | {_number(row['estimate'])} | {row['ci']} | "
+            f"| {claim} | {row['cells']} | {metric} | {_number(row['estimate'], scale=(row['ci_low'], row['ci_high']))} | {row['ci']} | "
             f"{_number(row['p_holm'], 3)} | {int(row['n_items'])} x {seeds_text} | **{row['verdict']}**: {reason} | "
-            f"{_number(row['mdd'])} |"
+            f"{_number(row['mdd'], significant=3)} |"
         )
     lines += ["", "Difference: seed-averaged statistic of the cells (as the LAReQA summary computes it, on the "
               "items all cells share), combined by the claim's contrast. CI and p: one generalized pivotal "

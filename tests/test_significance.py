@@ -385,3 +385,13 @@ def test_design_mdd_before_a_run():
     assert design_mdd({"A": 1, "B": -1}, 4, seed_sd=0.002, item_se=0.002, n_items=1000) > expected
     with pytest.raises(ValueError, match=">= 2 seeds"):
         design_mdd({"A": 1, "B": -1}, 1, seed_sd=0.002)
+
+
+def test_display_digits_keep_two_significant_digits_below_a_thousandth():
+    from hybridir.evaluation.significance import display_digits
+
+    assert display_digits(0.0055, -0.0119) == 4  # ordinary mAP differences: 4 decimals, as before
+    assert display_digits(-2.19e-05, -9.45e-05, 5.07e-05) == 6  # a slope per added language
+    assert f"{-9.45e-05:.{display_digits(-9.45e-05)}f}" == "-0.000095"
+    assert display_digits(0.000102, significant=3) == 6
+    assert display_digits(0.0, float("nan"), None) == 4  # nothing to scale by

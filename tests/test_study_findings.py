@@ -330,6 +330,10 @@ def test_languages_regime_from_the_design():
     # max_steps as a second axis: each count meets both step counts, neither regime holds
     assert "not in proportion" in "\n".join(findings(SimpleNamespace(spec=grown), {}))
 
+    # X-X batches train one language each: alpha 0.5 x 24 steps x 3 evaluation languages (de, ar, zh) / N
+    assert "the 3 evaluation languages together expect" in text
+    assert "11: 3.27, 40: 0.90, 64: 0.56, 96: 0.38, 128: 0.28" in text
+
 
 def test_paper_section_tables_beside_the_published_rows_and_untested_claims(tmp_path):
     """A paper run without per-query results: its claims are 'not tested' with the reason, its

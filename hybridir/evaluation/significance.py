@@ -26,6 +26,7 @@ Formulas: docs/metrics.md, "Paired comparisons and verdicts". Pure numpy / panda
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -190,6 +191,17 @@ def holm(p_values: Sequence[float], *, skip_nan: bool = False) -> np.ndarray:
     return adjusted
 
 
+def display_digits(*values: float | None, digits: int = 4, significant: int = 2) -> int:
+    """Decimals to print ``values`` with: ``digits``, or more when the largest finite non-zero
+    magnitude among them would otherwise keep fewer than ``significant`` significant digits (a
+    slope per added language of 2e-5 prints as -0.000022, not -0.0000)."""
+    magnitudes = [abs(float(v)) for v in values
+                  if isinstance(v, (int, float)) and math.isfinite(v) and v != 0]
+    if not magnitudes:
+        return digits
+    return max(digits, significant - 1 - math.floor(math.log10(max(magnitudes))))
+
+
 @dataclass(frozen=True)
 class Verdict:
     outcome: Outcome
@@ -236,12 +248,14 @@ class ContrastResult:
     def min_seeds(self) -> int:
         return min(self.n_seeds.values())
 
-    def ci_text(self, digits: int = 4) -> str:
-        """The CI as text; never "nan": says why when there is no interval."""
+    def ci_text(self, digits: int | None = None) -> str:
+        """The CI as text; never "nan": says why when there is no interval. ``digits``: decimals
+        (default: :func:`display_digits` of the bounds, 4 unless they are below 0.001)."""
         if not (np.isfinite(self.ci_low) and np.isfinite(self.ci_high)):
             if self.min_seeds < 2 and self.method != "bootstrap-legacy":
                 return "no interval (1 seed per cell: seed-to-seed variance unknown)"
             return "no interval (no resampling distribution)"
+        digits = display_digits(self.ci_low, self.ci_high) if digits is None else digits
         return f"[{self.ci_low:.{digits}f}, {self.ci_high:.{digits}f}]"
 
     def verdict(self, direction: Direction, margin: float | None = None) -> Verdict:

@@ -181,7 +181,29 @@ def findings(ctx: ReportContext, tables: dict[str, pd.DataFrame]) -> list[str]:
     """Which regime the design is in (from the frozen study): a fixed total budget, where more
     training languages dilute each language's share, or exposure that grows with the count; then
     what the evaluation languages actually trained on per count (the recorded exposure)."""
-    return _regime_lines(ctx) + exposure_lines(tables.get("languages_exposure"))
+    return _regime_lines(ctx) + exposure_lines(tables.get("languages_exposure")) + _granularity_lines(ctx)
+
+
+def _granularity_lines(ctx: ReportContext) -> list[str]:
+    """How coarse the evaluation languages' exposure is: an X-X batch trains ONE language
+    (hybridir/batching.py), so with few steps and many languages they expect less than one X-X
+    batch a trial and their recorded share is mostly whether one fell on them."""
+    cells = [cell for cell in ctx.spec.cells() if AXIS in cell]
+    k = len(evaluation_languages(ctx.spec))
+    if not cells or not k:
+        return []
+    parts = []
+    for cell in sorted(cells, key=lambda c: c[AXIS]):
+        config = ctx.spec.train_config(cell)
+        if config.batching.mode != "hybrid":
+            return []
+        n = int(cell[AXIS])
+        expected = config.batching.alpha * config.max_steps * min(k, n) / n
+        parts.append(f"{n}: {expected:.2f}")
+    return [f"- Granularity: an X-X batch trains one language (hybridir/batching.py), so the {k} evaluation "
+            f"languages together expect alpha x steps x {k} / N X-X batches a trial at N training languages ("
+            + ", ".join(parts) + "); where that is about 1 or less, their recorded share above is mostly whether "
+            "an X-X batch fell on them (X-Y pairs draw their languages per pair and spread evenly)."]
 
 
 def exposure_lines(exposure: pd.DataFrame | None) -> list[str]:
