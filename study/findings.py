@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study.question import get_question
 from hybridir.evaluation.significance import display_digits
+from study.question import get_question
 from study.questions.common import CELLS_PLOT, FOREST_PLOT, ReportContext, fine_tuning_text, zero_shot_info
 from study.results import ResultStore
 from study.spec import StudyConfigError, StudySpec, load_study, resolve_study_file

@@ -47,6 +47,7 @@ import pandas as pd
 
 from hybridir.evaluation.vocabulary import DATASET, MULTI, RANK_DISTANCE, SETTING, SETTINGS
 from hybridir.timing import PREFIX as PHASE_PREFIX
+from study.results import read_per_query
 from study.spec import CLAIM_MEASURES_BY_KIND, StudyConfigError, StudySpec
 from study.vocabulary import (
     CELL,
@@ -379,11 +380,11 @@ def variance_components_of_run(run_dir: Path) -> dict:
     if not runs:
         raise StudyConfigError(f"{run_dir}: no cell has >= 2 finished runs of one configuration with per-query "
                                "results (seed variance needs 2 seeds)")
-    frames = {cell: {tid: pd.read_parquet(per_query_dir / f"{tid}.parquet") for tid in ids
+    frames = {cell: {tid: read_per_query(per_query_dir / f"{tid}.parquet") for tid in ids
                      if (per_query_dir / f"{tid}.parquet").is_file()} for cell, ids in runs.items()}
     frames = {cell: f for cell, f in frames.items() if len(f) >= 2}
     zero_path = per_query_dir / f"{ZERO_SHOT}.parquet"
-    zero = pd.read_parquet(zero_path) if zero_path.is_file() else None
+    zero = read_per_query(zero_path) if zero_path.is_file() else None
     components = []
     for final in spec.evaluation.final:
         for setting in SETTINGS:
