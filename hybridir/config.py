@@ -140,6 +140,10 @@ class TrainConfig(_Strict):
     )
     seed: int = 0
     log_every: int = Field(10, ge=1)
+    validate_every: int | None = Field(
+        None, ge=1, description="the validation loss (held-out batches) at the logged steps that are multiples "
+        "of N and at the last step; None: at every logged step"
+    )
     checkpoint_every: int = Field(0, ge=0, description="0: only at the end")
     eval_every: int = Field(0, ge=0, description="call TrainCallback.on_evaluate every N steps and at the last step (0: never)")
     precision: Literal["auto", "fp32", "bf16"] = "auto"

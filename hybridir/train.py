@@ -247,7 +247,7 @@ def train(
             progress.elapsed_s = time.perf_counter() - run_started
             progress.cpu_s = cpu_before + time.process_time() - loop_cpu_started - phases.cpu_total(*_NOT_STEPS)
             metrics = _report(step, window, progress, optimizer, len(sampler), world_size, device)
-            if validation:
+            if validation and _validates_at(step, config):
                 with phases("validation"):
                     metrics["val_loss"] = _validation_loss(model, validation, validation_pairs, loss_fn, config, autocast)
             metrics.update(pending)
@@ -279,6 +279,11 @@ def train(
     loop_seconds = time.perf_counter() - loop_started
     phases.add("steps", loop_seconds - phases.total(*_NOT_STEPS))
     return TrainResult(progress.step, metrics, checkpoint_dir, checkpoint_dir / MODEL_SUBDIR, dict(phases.seconds))
+
+
+def _validates_at(step: int, config: TrainConfig) -> bool:
+    """Whether a logged step computes the validation loss (``validate_every``; always the last step)."""
+    return config.validate_every is None or step % config.validate_every == 0 or step == config.max_steps
 
 
 # The phases of the loop that are not training steps (timed apart, left out of the steps' cost).

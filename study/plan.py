@@ -136,16 +136,18 @@ class TrialCost:
         return float(sum(self.parts.values()))
 
 
-def validations(max_steps: int, log_every: int, every: int) -> int:
-    """How often the loop computes its validation loss: every log step and every checkpoint."""
+def validations(max_steps: int, log_every: int, every: int, validate_every: int | None = None) -> int:
+    """How often the loop computes its validation loss: at every log step and every checkpoint
+    (the steps it logs) that ``validate_every`` admits (multiples of it and the last step)."""
     return sum(1 for step in range(1, max_steps + 1)
-               if step % log_every == 0 or step % every == 0 or step == max_steps)
+               if (step % log_every == 0 or step % every == 0 or step == max_steps)
+               and (validate_every is None or step % validate_every == 0 or step == max_steps))
 
 
 def trial_cost(costs: dict, *, max_steps: int, batch_size: int, train_layers: int | None, num_layers: int,
                workers: int, every: int, inter_texts: int, final_texts: int, hit_rate: float,
                step_override: float | None = None, log_every: int | None = None,
-               validates: bool = True) -> TrialCost:
+               validates: bool = True, validate_every: int | None = None) -> TrialCost:
     """One trial to its last step: Ray Train start, loads, steps, checkpoints, validation,
     evaluations. Validation: ``validation_per_pair_s`` x its batches x B per validation when the
     table has it, else ``validation_s`` per checkpoint; none when the trial holds no documents
@@ -155,7 +157,8 @@ def trial_cost(costs: dict, *, max_steps: int, batch_size: int, train_layers: in
     if not validates:
         validation = 0.0
     elif trial.get("validation_per_pair_s") is not None:
-        validation = (validations(max_steps, log_every or max_steps, every) * int(trial.get("validation_batches", 4))
+        validation = (validations(max_steps, log_every or max_steps, every, validate_every)
+                      * int(trial.get("validation_batches", 4))
                       * batch_size * float(trial["validation_per_pair_s"]))
     else:
         validation = checkpoints * float(trial.get("validation_s", 0.0))
@@ -592,7 +595,8 @@ def costs_from_results(costs: dict, spec: StudySpec, trials: pd.DataFrame, final
             trial[key] = float((done[column].fillna(0.0) / checkpoints).median())
     if PHASE_PREFIX + "validation" in done:
         config = spec.base_config
-        count = validations(config.max_steps, config.log_every, every) * int(trial.get("validation_batches", 4))
+        count = (validations(config.max_steps, config.log_every, every, config.validate_every)
+                 * int(trial.get("validation_batches", 4)))
         trial["validation_per_pair_s"] = float(done[PHASE_PREFIX + "validation"].fillna(0.0).median()
                                                / (count * config.batching.batch_size))
     per_step = done[PHASE_PREFIX + "steps"] / steps_per_trial.astype(float)
@@ -690,7 +694,8 @@ def build_plan(spec: StudySpec, costs: dict | None = None, variance: dict | None
                         train_layers=config.model.train_layers, num_layers=depth_of[index],
                         workers=resources.num_workers, every=inter.every, inter_texts=texts["intermediate"],
                         final_texts=texts["final"], hit_rate=0.0 if first else hit, step_override=step,
-                        log_every=config.log_every, validates=config.data.validation_fraction > 0)))
+                        log_every=config.log_every, validates=config.data.validation_fraction > 0,
+                        validate_every=config.validate_every)))
                     first = False
         base = spec.base_config.model
         depth = _num_layers(base)

@@ -370,3 +370,17 @@ def test_paper_section_tables_beside_the_published_rows_and_untested_claims(tmp_
     assert answer.count(", not tested: ") == len(verdicts)
     top = 0.3 + 0.1 * (len(spec.cells()) - 1)  # the trained cells' range of the stored metric
     assert "Profile `cluster`" in part and f"| xquad-r/cross_map | 0.2000 | 0.3000 | {top:.4f} |" in part
+
+
+def test_batch_cost_spread_and_the_recommendation_that_holds_by_construction():
+    from study.questions.batch import cost_spread_lines
+    from study.vocabulary import RUN, TRAINED, ZERO_SHOT
+
+    table = pd.DataFrame({RUN: [ZERO_SHOT, TRAINED, TRAINED], "num_languages": [np.nan, 3, 3],
+                          "batch_size": [np.nan, 16, 32], "flops_trained": [np.nan, 2.0e12, 2.2e12],
+                          "cpu_s": [np.nan, 80.0, 60.0]})
+    same = pd.DataFrame({"num_languages": [3], "recommended_batch_size": [16], "best_batch_size": [16]})
+    spread, construction = cost_spread_lines(table, same)
+    assert "3 languages: trained-layer FLOPs x1.10, CPU-s x1.33." in spread
+    assert "(3 languages)" in construction and "holds by construction and is no evidence" in construction
+    assert cost_spread_lines(table, same.assign(best_batch_size=32)) == [spread]  # a real choice: no note

@@ -64,8 +64,8 @@ def test_default_wall_time_is_the_tables_arithmetic(default_plan):
 
     def trial(hit):
         step = 0.1 + 16 * (0.01 * 2 + 0.002 * 10 * (1 - hit))
-        # validation: steps 10, 20, 30, 40 (log_every 10; the checkpoint at 40 is one of them)
-        return ((10 + 2 + 3) + 40 * step + 1 * 1.0 + 4 * 4 * 16 * 0.001 + 1 * texts["intermediate"] * 0.002
+        # validation: step 40 only (validate_every 40; log_every 10 would give 10, 20, 30, 40)
+        return ((10 + 2 + 3) + 40 * step + 1 * 1.0 + 1 * 4 * 16 * 0.001 + 1 * texts["intermediate"] * 0.002
                 + texts["final"] * 0.002)
 
     study = 8.0 + texts["final"] * 0.01 + 3 * (5.0 + 3.0)  # export per cell: model load + write
@@ -76,6 +76,8 @@ def test_default_wall_time_is_the_tables_arithmetic(default_plan):
     assert f"{expected / 60:.1f} min" in planning.format_plan(default_plan)
     assert planning.wall_seconds({"x": 10.0}, [30.0, 30.0, 40.0], 2) == pytest.approx(60.0)
     assert planning.validations(40, 10, 40) == 4 and planning.validations(45, 10, 20) == 5  # 10 20 30 40 45
+    assert planning.validations(40, 10, 40, validate_every=40) == 1  # the default study: the last step only
+    assert planning.validations(45, 10, 20, validate_every=20) == 3  # 20 40 45
 
 
 def test_mdd_is_design_mdd_on_the_stored_components(default_plan, variance):

@@ -112,6 +112,16 @@ def test_callbacks_metrics_and_checkpoint_layout(straight_run):
     assert trained.encode(["ein Satz"], "query").shape == (1, 32)
 
 
+def test_validate_every_thins_the_validation_loss_and_leaves_training_unchanged(straight_run, pairs, tmp_path):
+    config, _, recorder = straight_run
+    thinned = Recorder(evaluate=True)
+    train(config.model_copy(update={"validate_every": 4}), tmp_path, callbacks=[thinned], pairs=pairs)
+    assert sorted(thinned.logs) == [2, 3, 4, 6]  # the same logged steps
+    assert [s for s, m in thinned.logs.items() if "val_loss" in m] == [4, 6]  # multiples of 4, and the last step
+    assert {s: thinned.logs[s]["val_loss"] for s in (4, 6)} == {s: recorder.logs[s]["val_loss"] for s in (4, 6)}
+    assert thinned.losses() == recorder.losses()  # validation draws nothing from the training run
+
+
 def test_the_last_step_is_evaluated_where_eval_every_does_not_divide_max_steps(tiny_encoder_dir, pairs, tmp_path):
     # a study's cells that share a pair budget have different step counts: the last step's report
     # (always a checkpoint) must carry an evaluation in every cell
