@@ -201,6 +201,10 @@ def start_ray(spec: StudySpec, address: str | None) -> dict:
     # Train's preemption watcher polls for spot-instance notices, which a local machine never
     # gets; it costs an actor per trial and logs a core-worker error line for each.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # Train's controller notices a finished worker at its next health check (every 2 s by
+    # default); a trial's fit() then returned 7 s after its last report here, 4 s at 0.25 s
+    # (bench/README.md (9)). Local only: a cluster keeps Ray's default.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
     from study.ray_internals import local_ray_instances
 
     if local_ray_instances():
