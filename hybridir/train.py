@@ -247,7 +247,7 @@ def train(
             progress.elapsed_s = time.perf_counter() - run_started
             progress.cpu_s = cpu_before + time.process_time() - loop_cpu_started - phases.cpu_total(*_NOT_STEPS)
             metrics = _report(step, window, progress, optimizer, len(sampler), world_size, device)
-            if validation and _validates_at(step, config):
+            if validation and validation_due(step, config.max_steps, config.validate_every):
                 with phases("validation"):
                     metrics["val_loss"] = _validation_loss(model, validation, validation_pairs, loss_fn, config, autocast)
             metrics.update(pending)
@@ -281,9 +281,10 @@ def train(
     return TrainResult(progress.step, metrics, checkpoint_dir, checkpoint_dir / MODEL_SUBDIR, dict(phases.seconds))
 
 
-def _validates_at(step: int, config: TrainConfig) -> bool:
-    """Whether a logged step computes the validation loss (``validate_every``; always the last step)."""
-    return config.validate_every is None or step % config.validate_every == 0 or step == config.max_steps
+def validation_due(step: int, max_steps: int, validate_every: int | None) -> bool:
+    """Whether a logged step computes the validation loss: every one when ``validate_every`` is
+    None, else its multiples and the last step (the loop and study/plan.py's count)."""
+    return validate_every is None or step % validate_every == 0 or step == max_steps
 
 
 # The phases of the loop that are not training steps (timed apart, left out of the steps' cost).

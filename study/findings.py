@@ -29,13 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hybridir.evaluation.significance import display_digits
 from study.question import get_question
 from study.questions.common import CELLS_PLOT, FOREST_PLOT, ReportContext, fine_tuning_text, zero_shot_info
 from study.results import ResultStore
 from study.spec import StudyConfigError, StudySpec, load_study, resolve_study_file
 from study.storage import local_directory
-from study.verdicts import NOT_TESTED, VERDICT_FILE, verdict_markdown
+from study.verdicts import NOT_TESTED, VERDICT_FILE, number_text, verdict_markdown
 from study.vocabulary import CELL, COMPLETED, FINISHED_AT, PHASE, SPEC_FILE, STATUS, WALL_TIME
 
 # The five questions of the project, then the paper's claims; other questions follow by name.
@@ -276,10 +275,8 @@ def zero_shot_lines(ctx: ReportContext) -> list[str]:
 
 
 def _number(value, scale: tuple = (), significant: int = 2) -> str:
-    """``value`` with 4 decimals, more when it (or ``scale``) is below 0.001 (display_digits)."""
-    if not (isinstance(value, (int, float)) and np.isfinite(value)):
-        return "n/a"
-    return f"{value:.{display_digits(value, *scale, significant=significant)}f}"
+    """:func:`study.verdicts.number_text`, "n/a" when missing."""
+    return number_text(value, scale=scale, significant=significant) or "n/a"
 
 
 def answer_lines(verdicts: pd.DataFrame) -> list[str]:

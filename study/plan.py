@@ -47,6 +47,7 @@ import pandas as pd
 
 from hybridir.evaluation.vocabulary import DATASET, MULTI, RANK_DISTANCE, SETTING, SETTINGS
 from hybridir.timing import PREFIX as PHASE_PREFIX
+from hybridir.train import validation_due
 from study.results import read_per_query
 from study.spec import CLAIM_MEASURES_BY_KIND, StudyConfigError, StudySpec
 from study.vocabulary import (
@@ -141,7 +142,7 @@ def validations(max_steps: int, log_every: int, every: int, validate_every: int 
     (the steps it logs) that ``validate_every`` admits (multiples of it and the last step)."""
     return sum(1 for step in range(1, max_steps + 1)
                if (step % log_every == 0 or step % every == 0 or step == max_steps)
-               and (validate_every is None or step % validate_every == 0 or step == max_steps))
+               and validation_due(step, max_steps, validate_every))
 
 
 def trial_cost(costs: dict, *, max_steps: int, batch_size: int, train_layers: int | None, num_layers: int,

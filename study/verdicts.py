@@ -261,8 +261,9 @@ def write_verdicts(ctx: ReportContext, out_dir: Path) -> pd.DataFrame:
     return table
 
 
-def _number(value, digits: int | None = None, scale: tuple = (), significant: int = 2) -> str:
-    """``value`` with ``digits`` decimals (default: display_digits of it and ``scale``)."""
+def number_text(value, digits: int | None = None, scale: tuple = (), significant: int = 2) -> str:
+    """``value`` with ``digits`` decimals (default: display_digits of it and ``scale``); "" when
+    missing (verdict tables and the findings' answers print numbers through it)."""
     if not (isinstance(value, (int, float)) and np.isfinite(value)):
         return ""
     digits = display_digits(value, *scale, significant=significant) if digits is None else digits
@@ -287,7 +288,7 @@ def verdict_markdown(table: pd.DataFrame) -> list[str]:
         claim += f", margin {row['margin']:g})" if row["direction"] == "equivalent" else ")"
         if row["verdict"] == NOT_TESTED or pd.isna(row.get("min_seeds")):
             cells = row.get("cells") if isinstance(row.get("cells"), str) else ""
-            lines.append(f"| {claim} | {cells} | {metric} | {_number(row.get('estimate'))} | | | | "
+            lines.append(f"| {claim} | {cells} | {metric} | {number_text(row.get('estimate'))} | | | | "
                          f"**{row['verdict']}**: {row['reason']} | |")
             continue
         low, high = int(row["min_seeds"]), int(row["max_seeds"])
@@ -296,11 +297,11 @@ def verdict_markdown(table: pd.DataFrame) -> list[str]:
         detects = row.get("detects_smallest_effect")
         if isinstance(detects, (bool, np.bool_)) and not detects:
             reason += (f"; design cannot detect the named effect (smallest detectable difference "
-                       f"{_number(row['mdd'], significant=3)} > smallest_effect {row['smallest_effect']:g})")
+                       f"{number_text(row['mdd'], significant=3)} > smallest_effect {row['smallest_effect']:g})")
         lines.append(
-            f"| {claim} | {row['cells']} | {metric} | {_number(row['estimate'], scale=(row['ci_low'], row['ci_high']))} | {row['ci']} | "
-            f"{_number(row['p_holm'], 3)} | {int(row['n_items'])} x {seeds_text} | **{row['verdict']}**: {reason} | "
-            f"{_number(row['mdd'], significant=3)} |"
+            f"| {claim} | {row['cells']} | {metric} | {number_text(row['estimate'], scale=(row['ci_low'], row['ci_high']))} | {row['ci']} | "
+            f"{number_text(row['p_holm'], 3)} | {int(row['n_items'])} x {seeds_text} | **{row['verdict']}**: {reason} | "
+            f"{number_text(row['mdd'], significant=3)} |"
         )
     lines += ["", "Difference: seed-averaged statistic of the cells (as the LAReQA summary computes it, on the "
               "items all cells share), combined by the claim's contrast. CI and p: one generalized pivotal "
